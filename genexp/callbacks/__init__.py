@@ -1,0 +1,1 @@
+"""Callbacks written against the generative-module protocol (see genexp.models.base)."""

@@ -1,0 +1,31 @@
+"""Writing image grids to the run directory and to TensorBoard."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchvision.utils import make_grid, save_image
+
+MIN_DISPLAY_SIDE = 32  # small images (8x8 digits) are enlarged, pixel for pixel, to be seen
+
+
+def image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> one (3, H', W') grid, enlarged by an integer factor if small."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    scale = max(1, MIN_DISPLAY_SIDE // images.shape[-1])
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def publish_grid(trainer: L.Trainer, tag: str, grid: torch.Tensor, file_name: str) -> Path:
+    """Save the grid as <run dir>/<tag>/<file_name> and add it to every TensorBoard logger."""
+    path = Path(trainer.default_root_dir) / tag / file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, path)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, grid, global_step=trainer.global_step)
+    return path

@@ -1,0 +1,28 @@
+"""Inputs above their reconstructions, for models that offer `reconstruct(x)`."""
+
+import lightning as L
+import torch
+
+from genexp.callbacks.images import image_grid, publish_grid
+
+
+class Reconstructions(L.Callback):
+    def __init__(self, n_samples: int = 16, every_n_epochs: int = 1) -> None:
+        self.n_samples = n_samples
+        self.every_n_epochs = every_n_epochs
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "reconstruct"):
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        # The first validation images: the same inputs every epoch.
+        x = trainer.datamodule.example_batch("val", self.n_samples)[0].to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            recon = pl_module.reconstruct(x)
+        pl_module.train(was_training)
+        to_images = trainer.datamodule.to_images
+        grid = image_grid(torch.cat([to_images(x), to_images(recon)]), nrow=len(x))
+        publish_grid(trainer, "reconstructions", grid, f"epoch_{trainer.current_epoch:04d}.png")

@@ -1,0 +1,46 @@
+"""Sample grids from fixed noise each epoch, so that epochs can be compared image for image."""
+
+import math
+
+import lightning as L
+import torch
+
+from genexp.callbacks.images import image_grid, publish_grid
+
+
+class SampleGrid(L.Callback):
+    def __init__(self, n_samples: int = 64, every_n_epochs: int = 1, seed: int = 1234) -> None:
+        self.n_samples = n_samples
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+
+    def _labels(self, pl_module: L.LightningModule) -> torch.Tensor | None:
+        num_classes = getattr(pl_module, "num_classes", None)
+        if not num_classes:
+            return None
+        # One row per class for conditional models.
+        per_class = max(1, self.n_samples // num_classes)
+        return torch.arange(num_classes, device=pl_module.device).repeat_interleave(per_class)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, file_name: str) -> None:
+        labels = self._labels(pl_module)
+        n = self.n_samples if labels is None else len(labels)
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            # The same seed every time: the same noise, so grids of different epochs line up.
+            samples = pl_module.sample(n, labels=labels, generator=torch.Generator().manual_seed(self.seed))
+        pl_module.train(was_training)
+        nrow = n // pl_module.num_classes if labels is not None else math.ceil(math.sqrt(n))
+        images = trainer.datamodule.to_images(samples)
+        publish_grid(trainer, "samples", image_grid(images, nrow), file_name)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.write(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}.png")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.write(trainer, pl_module, "final.png")

@@ -1,0 +1,17 @@
+"""Errors that genexp reports to the user as one clear line instead of a traceback."""
+
+
+class GenexpError(Exception):
+    """Base class: the CLI prints the message and exits with status 2."""
+
+
+class ConfigError(GenexpError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+class DataError(GenexpError):
+    """A data set is missing or unreadable; the message names the path."""
+
+
+class RunDirError(GenexpError):
+    """The output directory cannot be used for this run."""

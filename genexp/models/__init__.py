@@ -1,0 +1,1 @@
+"""Generative LightningModules, one per objective; named model configs specialise them."""

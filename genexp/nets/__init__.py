@@ -1,0 +1,1 @@
+"""Plain nn.Modules (encoders, decoders, generators, critics); they know nothing of training."""

@@ -1,0 +1,82 @@
+"""Early checks of a composed config, before torch is imported or any data is read.
+
+Hydra already rejects unknown group options and unknown keys. This module rejects values
+of the wrong type or out of range, wherever the key appears in the tree (a rule for `lr`
+applies to `optimizer.lr` and to any other `*.lr`), and names the key and what is allowed.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from genexp.errors import ConfigError
+
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
+
+
+def _int(minimum: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+            f"an integer >= {minimum}")
+
+
+def _float(minimum: float, strict: bool) -> tuple[Callable[[Any], bool], str]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and (v > minimum if strict else v >= minimum)
+
+    return ok, f"a number {'>' if strict else '>='} {minimum}"
+
+
+def _fraction() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+            "a number in [0, 1)")
+
+
+# Rules by leaf name. Keys not listed here are checked where they are used.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lr": _float(0, strict=True),
+    "batch_size": _int(1),
+    "latent_dim": _int(1),
+    "image_size": _int(1),
+    "num_workers": _int(0),
+    "n_samples": _int(1),
+    "every_n_epochs": _int(1),
+    "weight_decay": _float(0, strict=False),
+    "momentum": _float(0, strict=False),
+    "beta": _float(0, strict=False),
+    "kl_warmup_epochs": _int(0),
+    "val_fraction": _fraction(),
+    "test_fraction": _fraction(),
+    "seed": _int(0),
+    "split_seed": _int(0),
+    "max_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1),
+                   "an integer >= 1, or -1 for no limit"),
+    "precision": (lambda v: str(v) in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
+    "download": (lambda v: isinstance(v, bool), "true or false"),
+    "hidden_dims": (lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0
+                    and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v),
+                    "a non-empty list of integers >= 1, e.g. [256, 128]"),
+}
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if OmegaConf.is_missing(node, key):
+                raise ConfigError(f"{path} is required but has no value (??? in the config); set it with {path}=...")
+            yield from _leaves(node[key], path)
+    else:
+        yield prefix, node
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad key; resolves interpolations on the way."""
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    for path, value in _leaves(cfg):
+        rule = RULES.get(path.rsplit(".", 1)[-1])
+        if rule is None or value is None:
+            continue
+        check, allowed = rule
+        if not check(value):
+            raise ConfigError(f"{path}={value!r} is not allowed: it must be {allowed}")
