@@ -12,7 +12,8 @@ class Reconstructions(L.Callback):
         self.every_n_epochs = every_n_epochs
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "reconstruct"):
+        if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "reconstruct") \
+                or not hasattr(trainer.datamodule, "example_batch"):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return

@@ -36,11 +36,16 @@ class SampleGrid(L.Callback):
         publish_grid(trainer, "samples", image_grid(images, nrow), file_name)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero or not _shows_images(trainer):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.write(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}.png")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and _shows_images(trainer):
             self.write(trainer, pl_module, "final.png")
+
+
+def _shows_images(trainer: L.Trainer) -> bool:
+    """Image grids need image data; vector data (2D points) has views of its own."""
+    return hasattr(trainer.datamodule, "to_images")
