@@ -22,9 +22,19 @@ def _train(cfg: DictConfig) -> float | None:
         from genexp.train import run  # the first torch import
 
         return run(cfg)
-    except GenexpError as error:
-        print(f"genexp: error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = _find_user_error(error)
+        if user_error is None:
+            raise
+        print(f"genexp: error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _find_user_error(error: BaseException | None) -> GenexpError | None:
+    """The GenexpError behind an exception, also when Hydra's instantiate wrapped it."""
+    while error is not None and not isinstance(error, GenexpError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def main() -> None:

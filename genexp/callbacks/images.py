@@ -20,12 +20,13 @@ def image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
 
 
-def publish_grid(trainer: L.Trainer, tag: str, grid: torch.Tensor, file_name: str) -> Path:
+def publish_grid(trainer: L.Trainer, tag: str, grid: torch.Tensor, file_name: str,
+                 tensorboard: bool = True) -> Path:
     """Save the grid as <run dir>/<tag>/<file_name> and add it to every TensorBoard logger."""
     path = Path(trainer.default_root_dir) / tag / file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
-    for logger in trainer.loggers:
+    for logger in trainer.loggers if tensorboard else []:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, grid, global_step=trainer.global_step)
     return path

@@ -22,7 +22,8 @@ class SampleGrid(L.Callback):
         per_class = max(1, self.n_samples // num_classes)
         return torch.arange(num_classes, device=pl_module.device).repeat_interleave(per_class)
 
-    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, file_name: str) -> None:
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, file_name: str,
+              tensorboard: bool = True) -> None:
         labels = self._labels(pl_module)
         n = self.n_samples if labels is None else len(labels)
         was_training = pl_module.training
@@ -33,7 +34,7 @@ class SampleGrid(L.Callback):
         pl_module.train(was_training)
         nrow = n // pl_module.num_classes if labels is not None else math.ceil(math.sqrt(n))
         images = trainer.datamodule.to_images(samples)
-        publish_grid(trainer, "samples", image_grid(images, nrow), file_name)
+        publish_grid(trainer, "samples", image_grid(images, nrow), file_name, tensorboard)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not _shows_images(trainer):
@@ -43,7 +44,8 @@ class SampleGrid(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and _shows_images(trainer):
-            self.write(trainer, pl_module, "final.png")
+            # The weights after the last epoch; TensorBoard already has that epoch's grid.
+            self.write(trainer, pl_module, "final.png", tensorboard=False)
 
 
 def _shows_images(trainer: L.Trainer) -> bool:
