@@ -1,5 +1,6 @@
 """One run, top to bottom: data, model, callbacks, loggers, fit, test, report."""
 
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from genexp.report import flatten, print_config_tree, scalar_metrics, write_metr
 
 def check_fresh_run_dir(output_dir: Path) -> None:
     """A run never writes into a directory that already holds another run's results."""
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # a DDP worker re-launched by Lightning into the run directory of rank 0
     taken = [name for name in ("metrics.json", "checkpoints", "tensorboard") if (output_dir / name).exists()]
     if taken:
         raise RunDirError(f"{output_dir} already holds a run ({', '.join(taken)}); "

@@ -1,20 +1,23 @@
-"""Variational autoencoder (Kingma & Welling 2014): maximise the ELBO
-    log p(x) >= E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)),  p(z) = N(0, I).
+"""Variational autoencoder (Kingma & Welling 2014): maximise the evidence lower bound
+    log p(x) >= E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)),  p(z) = N(0, I),
+and its variants: beta-VAE (Higgins et al. 2017) with a linear KL warm-up (Bowman et al. 2016)
+and the capacity schedule of Burgess et al. 2018; the conditional VAE (Sohn et al. 2015).
+
+Test metrics per sample: the ELBO, its reconstruction and KL terms, and the importance-weighted
+estimate of -log p(x) with k samples (Burda et al. 2016), in nats and bits/dim.
 """
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genexp.errors import ConfigError
-from genexp.models.base import GenerativeModule
-from genexp.nets.conv import ConvDecoder, ConvEncoder
-from genexp.nets.mlp import MLPDecoder, MLPEncoder
+from genexp.models.autoencoder import AutoEncoder
+from genexp.models.likelihoods import bits_per_dim
 
-ARCHS = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
-LIKELIHOODS = ("bernoulli", "gaussian")
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+IWAE_ROWS_PER_PASS = 4096  # decoder inputs per forward pass when drawing the k samples
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -22,97 +25,132 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 
-class VAE(GenerativeModule):
+class VAE(AutoEncoder):
+    codes_per_latent = 2
+
     def __init__(
         self,
         shape: list[int],
         latent_dim: int = 16,
-        arch: str = "mlp",
-        hidden_dims: list[int] = (512, 256),
-        likelihood: str = "bernoulli",
-        sigma: float = 0.1,
         beta: float = 1.0,
-        kl_warmup_epochs: int = 0,
-        **base,
+        kl_warmup_epochs: float = 0,
+        capacity_max: float | None = None,
+        capacity_epochs: float = 0,
+        iwae_samples: int = 256,
+        **kwargs,
     ) -> None:
-        super().__init__(**base)
-        if arch not in ARCHS:
-            raise ConfigError(f"model.arch={arch!r} is not known; allowed: {', '.join(ARCHS)}")
-        if likelihood not in LIKELIHOODS:
-            raise ConfigError(f"model.likelihood={likelihood!r} is not known; allowed: {', '.join(LIKELIHOODS)}")
-        if sigma <= 0:
-            raise ConfigError(f"model.sigma={sigma} must be > 0")
-        self.save_hyperparameters()
-        self.shape = tuple(int(s) for s in shape)
-        self.latent_dim = latent_dim
-        encoder_cls, decoder_cls = ARCHS[arch]
-        self.encoder = encoder_cls(self.shape, list(hidden_dims), 2 * latent_dim)
-        self.decoder = decoder_cls(self.shape, list(hidden_dims), latent_dim)
-        self.likelihood = likelihood
-        self.sigma = sigma
+        super().__init__(shape, latent_dim, **kwargs)
+        if capacity_max is not None and capacity_max < 0:
+            raise ConfigError(f"model.capacity_max={capacity_max} must be >= 0 nats, or null to switch it off")
         self.beta = beta
         self.kl_warmup_epochs = kl_warmup_epochs
+        self.capacity_max = capacity_max
+        self.capacity_epochs = capacity_epochs
+        self.iwae_samples = iwae_samples
 
     # --- protocol -------------------------------------------------------------------------
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def posterior(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x)."""
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        mu, logvar = self.encoder(x, self.one_hot(labels)).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """The mean of p(x|z), in data space."""
-        out = self.decoder(z)
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The posterior mean: the point that stands for x in latent-space views."""
+        return self.posterior(x, labels)[0]
 
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x)[0])
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.noise(n, self.latent_dim, generator=generator)
 
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        return self.decode(self.noise(n, self.latent_dim, generator=generator))
+    # --- schedules ------------------------------------------------------------------------
+    def kl_weight(self, progress: float) -> float:
+        """beta, grown linearly from 0 over the first kl_warmup_epochs (progress in epochs)."""
+        if self.kl_warmup_epochs <= 0:
+            return self.beta
+        return self.beta * min(1.0, progress / self.kl_warmup_epochs)
+
+    def capacity(self, progress: float) -> float:
+        """The KL target C in nats, grown linearly from 0 to capacity_max over capacity_epochs."""
+        if self.capacity_epochs <= 0:
+            return self.capacity_max
+        return self.capacity_max * min(1.0, progress / self.capacity_epochs)
+
+    def kl_penalty(self, kl: Tensor, progress: float) -> Tensor:
+        """weight * KL, or weight * |KL - C| under the capacity schedule (Burgess et al. 2018)."""
+        if self.capacity_max is None:
+            return self.kl_weight(progress) * kl
+        return self.kl_weight(progress) * (kl - self.capacity(progress)).abs()
+
+    def training_progress(self, batch_idx: int) -> float:
+        """Epochs completed so far, with the fraction of the current one, so schedules grow per step."""
+        batches = self.trainer.num_training_batches
+        return self.current_epoch + (batch_idx / batches if math.isfinite(batches) and batches else 0.0)
 
     # --- objective ------------------------------------------------------------------------
-    def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
-        """log p(x|z) per sample, summed over dimensions; `out` is the decoder's raw output."""
-        if self.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
-        const = math.log(2 * math.pi * self.sigma**2)
-        return -0.5 * (((x - out) / self.sigma).pow(2) + const).flatten(1).sum(1)
-
-    def kl_weight(self) -> float:
-        """beta, linearly warmed up from 0 over the first kl_warmup_epochs epochs."""
-        if self.kl_warmup_epochs == 0:
-            return self.beta
-        progress = (self.current_epoch + 1) / self.kl_warmup_epochs
-        return self.beta * min(1.0, progress)
-
-    def terms(self, x: Tensor) -> dict[str, Tensor]:
-        mu, logvar = self.encode(x)
+    def terms(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Single-sample estimates per sample (N,): reconstruction NLL, KL, and the ELBO."""
+        mu, logvar = self.posterior(x, labels)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        recon = -self.log_likelihood(x, self.decoder(z))
+        recon = self.reconstruction_nll(x, z, labels)
         kl = gaussian_kl(mu, logvar)
-        return {"recon": recon.mean(), "kl": kl.mean(), "elbo": -(recon + kl).mean()}
+        return {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        t = self.terms(batch[0])
-        loss = t["recon"] + self.kl_weight() * t["kl"]
+        x, labels = batch
+        t = {name: value.mean() for name, value in self.terms(x, labels).items()}
+        progress = self.training_progress(batch_idx)
+        loss = t["recon"] + self.kl_penalty(t["kl"], progress)
         self.log_dict({"train/loss": loss, "train/recon": t["recon"], "train/kl": t["kl"]},
-                      on_step=True, on_epoch=True, prog_bar=False)
-        self.log("train/kl_weight", self.kl_weight(), on_step=False, on_epoch=True)
+                      on_step=True, on_epoch=True)
+        schedule = {"train/kl_weight": self.kl_weight(progress)}
+        if self.capacity_max is not None:
+            schedule["train/capacity"] = self.capacity(progress)
+        if self.likelihood.__class__.__name__ == "Gaussian":
+            schedule["train/sigma"] = self.likelihood.sigma
+        self.log_dict(schedule, on_step=True, on_epoch=False)
         return loss
 
-    def _evaluate(self, batch, stage: str) -> None:
-        t = self.terms(batch[0])
-        dims = math.prod(self.shape)
-        self.log_dict({
-            f"{stage}/loss": -t["elbo"],
-            f"{stage}/elbo": t["elbo"],
-            f"{stage}/recon": t["recon"],
-            f"{stage}/kl": t["kl"],
-            f"{stage}/neg_elbo_bits_per_dim": -t["elbo"] / (dims * math.log(2)),
-        }, prog_bar=(stage == "val"), batch_size=len(batch[0]))
+    @torch.no_grad()
+    def iwae_nll(self, x: Tensor, labels: Tensor | None = None, k: int | None = None) -> Tensor:
+        """-log p(x) per sample estimated with k importance samples from q(z|x) (Burda et al. 2016):
+        -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). An upper bound on the NLL that tightens as k
+        grows; k = 1 is the negative ELBO in expectation."""
+        k = k or self.iwae_samples
+        mu, logvar = self.posterior(x, labels)
+        std = (0.5 * logvar).exp()
+        per_pass = max(1, IWAE_ROWS_PER_PASS // len(x))
+        log_weights = []
+        for start in range(0, k, per_pass):
+            m = min(per_pass, k - start)
+            eps = torch.randn(m, *mu.shape, device=mu.device, dtype=mu.dtype)
+            z = mu + std * eps  # (m, N, latent_dim)
+            xs = x.unsqueeze(0).expand(m, *x.shape).flatten(0, 1)
+            ys = None if labels is None else labels.repeat(m)
+            log_px_z = -self.reconstruction_nll(xs, z.flatten(0, 1), ys).view(m, len(x))
+            log_pz = -(0.5 * z.pow(2) + HALF_LOG_2PI).sum(-1)
+            log_qz = -(0.5 * eps.pow(2) + 0.5 * logvar + HALF_LOG_2PI).sum(-1)
+            log_weights.append(log_px_z + log_pz - log_qz)
+        return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k))
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def evaluation_metrics(self, x: Tensor, labels: Tensor, stage: str) -> dict[str, Tensor]:
+        # Conditional models are judged on log p(x|y); the others ignore the labels.
+        labels = labels if self.num_classes else None
+        t = {name: value.mean() for name, value in self.terms(x, labels).items()}
+        metrics = {"loss": -t["elbo"], **t,
+                   "neg_elbo_bits_per_dim": self.bits_per_dim(-t["elbo"])}
+        if stage == "test" and self.iwae_samples:
+            nll = self.iwae_nll(x, labels).mean()
+            metrics |= {"nll_iwae": nll, "nll_iwae_bits_per_dim": self.bits_per_dim(nll)}
+        return metrics
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def bits_per_dim(self, nll: Tensor) -> Tensor:
+        return bits_per_dim(nll, self.shape, self.likelihood, self.value_range)
+
+
+class CVAE(VAE):
+    """Conditional VAE (Sohn et al. 2015): q(z|x, y) and p(x|z, y) with a one-hot label y."""
+
+    def __init__(self, shape: list[int], num_classes: int | None = None, **kwargs) -> None:
+        if not num_classes:
+            raise ConfigError(f"model=cvae needs labelled data, but data.num_classes={num_classes}; "
+                              f"choose a data set with labels (or set data.label_attribute for celeba)")
+        super().__init__(shape, num_classes=num_classes, **kwargs)

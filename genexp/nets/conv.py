@@ -4,13 +4,17 @@ Each hidden layer halves (encoder) or doubles (decoder) the spatial size, so the
 side must be a multiple of 2 ** len(hidden_dims).
 """
 
+import torch
 from torch import Tensor, nn
 
 from genexp.errors import ConfigError
 
 
 def check_image_size(shape: tuple[int, ...], n_halvings: int) -> int:
-    """Spatial side after the encoder; raises naming data.image_size if the net cannot take it."""
+    """Spatial side after the encoder; raises naming the data key if the net cannot take it."""
+    if len(shape) != 3:
+        raise ConfigError(f"data.shape={list(shape)} is not an image (C, H, W): a conv network needs images; "
+                          f"use model.arch=mlp")
     side = shape[-1]
     factor = 2**n_halvings
     if shape[-1] != shape[-2] or side % factor or side < factor:
@@ -22,9 +26,11 @@ def check_image_size(shape: tuple[int, ...], n_halvings: int) -> int:
 
 
 class ConvEncoder(nn.Module):
-    """(N, C, H, W) -> (N, out_features): stride-2 3x3 convs with batch norm and LeakyReLU."""
+    """(N, C, H, W) -> (N, out_features): stride-2 3x3 convs with batch norm and LeakyReLU.
+    An optional condition vector (N, cond_features) joins the features before the linear head."""
 
-    def __init__(self, shape: tuple[int, ...], hidden_dims: list[int], out_features: int) -> None:
+    def __init__(self, shape: tuple[int, ...], hidden_dims: list[int], out_features: int,
+                 cond_features: int = 0) -> None:
         super().__init__()
         side = check_image_size(shape, len(hidden_dims))
         layers: list[nn.Module] = []
@@ -33,10 +39,11 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2)]
             channels = width
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(channels * side * side, out_features)
+        self.head = nn.Linear(channels * side * side + cond_features, out_features)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        h = self.features(x)
+        return self.head(h if cond is None else torch.cat([h, cond], dim=1))
 
 
 class ConvDecoder(nn.Module):

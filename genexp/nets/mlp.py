@@ -1,7 +1,8 @@
-"""Fully connected encoder and decoder for images of any size, flattened."""
+"""Fully connected encoder and decoder for data of any shape (images or vectors), flattened."""
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 
@@ -16,14 +17,17 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
 
 
 class MLPEncoder(nn.Module):
-    """(N, *shape) -> (N, out_features)."""
+    """(N, *shape) -> (N, out_features); an optional condition vector (N, cond_features),
+    e.g. a one-hot label, is concatenated to the flattened input."""
 
-    def __init__(self, shape: tuple[int, ...], hidden_dims: list[int], out_features: int) -> None:
+    def __init__(self, shape: tuple[int, ...], hidden_dims: list[int], out_features: int,
+                 cond_features: int = 0) -> None:
         super().__init__()
-        self.net = mlp([math.prod(shape), *hidden_dims, out_features])
+        self.net = mlp([math.prod(shape) + cond_features, *hidden_dims, out_features])
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1))
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        h = x.flatten(1)
+        return self.net(h if cond is None else torch.cat([h, cond], dim=1))
 
 
 class MLPDecoder(nn.Module):

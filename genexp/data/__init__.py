@@ -1,0 +1,1 @@
+"""Data modules: each is a LightningDataModule that also tells models how to size themselves."""

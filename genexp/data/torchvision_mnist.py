@@ -1,0 +1,41 @@
+"""MNIST and Fashion-MNIST read through torchvision from the original idx files."""
+
+from pathlib import Path
+
+import torch
+from torchvision import datasets
+
+from genexp.data.image_tensor import ImageTensorDataModule
+from genexp.errors import DataError
+
+_SOURCES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+
+
+class MNISTDataModule(ImageTensorDataModule):
+    """`variant` is mnist or fashion_mnist; files live in <root>/<ClassName>/raw/ as torchvision expects."""
+
+    def __init__(self, root: str, variant: str = "mnist", download: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if variant not in _SOURCES:
+            raise DataError(f"data.variant={variant!r} is not known; allowed: {', '.join(_SOURCES)}")
+        self.root = Path(root).expanduser().resolve()
+        self.source = _SOURCES[variant]
+        self.download = download
+
+    def prepare_data(self) -> None:
+        if self.download:
+            for train in (True, False):
+                self.source(str(self.root), train=train, download=True)
+
+    def load_raw(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            dataset = self.source(str(self.root), train=(part == "train"), download=False)
+        except RuntimeError as error:
+            raw = self.root / self.source.__name__ / "raw"
+            files = ", ".join(Path(url).stem for url, _ in self.source.resources)
+            raise DataError(
+                f"{self.source.__name__} not found: looked for {files} in {raw}. "
+                f"Run with data.download=true to fetch it, or copy the idx files there "
+                f"(data.root={self.root})."
+            ) from error
+        return dataset.data.unsqueeze(1).contiguous(), dataset.targets.long()
