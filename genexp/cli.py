@@ -7,10 +7,14 @@ so `--cfg job`, `--help` and `--info` answer at once.
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from genexp import jobs
 from genexp.config_dir import config_dir
-from genexp.errors import GenexpError
+from genexp.errors import RunDirError, find_user_error
+
+# conf/hydra/default.yaml names sweep jobs with it.
+OmegaConf.register_new_resolver("genexp.short_dirname", jobs.short_dirname, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -19,22 +23,21 @@ def _train(cfg: DictConfig) -> float | None:
 
     try:
         validate_config(cfg)
-        from genexp.train import run  # the first torch import
+        with jobs.isolated_job():
+            from genexp.train import run  # the first torch import
 
-        return run(cfg)
+            return run(cfg)
     except Exception as error:
-        user_error = _find_user_error(error)
+        user_error = find_user_error(error)
+        if not isinstance(user_error, RunDirError):  # never overwrite another run's record
+            jobs.record_failure(error)
+        if jobs.in_sweep():  # the other jobs of the sweep go on
+            print(f"genexp: job failed: {user_error or repr(error)} (recorded in {jobs.job_dir()})", file=sys.stderr)
+            return jobs.failure_value()
         if user_error is None:
             raise
         print(f"genexp: error: {user_error}", file=sys.stderr)
         sys.exit(2)
-
-
-def _find_user_error(error: BaseException | None) -> GenexpError | None:
-    """The GenexpError behind an exception, also when Hydra's instantiate wrapped it."""
-    while error is not None and not isinstance(error, GenexpError):
-        error = error.__cause__ or error.__context__
-    return error
 
 
 def main() -> None:

@@ -15,3 +15,14 @@ class DataError(GenexpError):
 
 class RunDirError(GenexpError):
     """The output directory cannot be used for this run."""
+
+
+class DivergedError(GenexpError):
+    """Training produced a loss that is NaN or infinite."""
+
+
+def find_user_error(error: BaseException | None) -> GenexpError | None:
+    """The GenexpError behind an exception, also when Hydra's instantiate wrapped it."""
+    while error is not None and not isinstance(error, GenexpError):
+        error = error.__cause__ or error.__context__
+    return error

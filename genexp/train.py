@@ -5,12 +5,13 @@ import time
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from genexp.errors import RunDirError
+from genexp.errors import RunDirError, find_user_error
 from genexp.report import flatten, print_config_tree, scalar_metrics, write_metrics
 
 
@@ -24,6 +25,25 @@ def check_fresh_run_dir(output_dir: Path) -> None:
                           f"choose another directory with hydra.run.dir=...")
 
 
+def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The data module and the untrained model of a config (of a new run, or of a saved one).
+
+    A model that refuses the data raises the GenexpError itself, not Hydra's wrapper of it."""
+    try:
+        datamodule = instantiate(cfg.data)
+        # Not recursive: the optimizer and scheduler configs stay plain dicts that the module
+        # instantiates itself, so checkpoints hold config values, not pickled objects.
+        model = instantiate(cfg.model, _recursive_=False, _convert_="all",
+                            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+                            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True))
+    except InstantiationException as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise
+        raise user_error from None
+    return datamodule, model
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return the value a sweeper optimises (cfg.optimized_metric)."""
     started = time.perf_counter()
@@ -33,12 +53,7 @@ def run(cfg: DictConfig) -> float | None:
         print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    # Not recursive: the optimizer and scheduler configs stay plain dicts that the module
-    # instantiates itself, so checkpoints hold config values, not pickled objects.
-    model = instantiate(cfg.model, _recursive_=False, _convert_="all",
-                        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-                        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True))
+    datamodule, model = instantiate_data_and_model(cfg)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]

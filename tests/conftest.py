@@ -38,11 +38,18 @@ def group_options(group: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Tests run many tiny models: more threads only add contention on small CPUs.
+def _isolated_process_state():
+    """One thread per test (tiny models only contend on small CPUs), and no distributed state
+    left behind: Lightning's DDP setup writes MASTER_PORT & co. into os.environ, which later
+    subprocesses would inherit and collide on."""
     import torch
+    import torch.distributed as dist
 
-    threads = torch.get_num_threads()
+    threads, environ = torch.get_num_threads(), dict(os.environ)
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(environ)

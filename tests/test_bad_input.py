@@ -33,7 +33,15 @@ def test_bad_input_is_refused_early(case, tmp_path):
         assert text in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (run_dir / "checkpoints").exists()
-    assert not (run_dir / "metrics.json").exists()
+    assert_recorded_as_failed(run_dir)
+
+
+def assert_recorded_as_failed(run_dir):
+    """A refused run leaves at most a record of its failure, never results."""
+    record = run_dir / "metrics.json"
+    if record.exists():
+        payload = json.loads(record.read_text())
+        assert payload["status"] == "failed" and payload["metrics"] == {}
 
 
 def test_missing_mnist_names_the_path_and_the_fix(tmp_path):
@@ -43,6 +51,7 @@ def test_missing_mnist_names_the_path_and_the_fix(tmp_path):
     assert f"{tmp_path / 'nowhere' / 'MNIST' / 'raw'}" in result.stderr
     assert "data.download=true" in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+    assert_recorded_as_failed(tmp_path / "run")
 
 
 def test_a_run_never_writes_into_another_runs_directory(tmp_path):

@@ -4,6 +4,7 @@ import lightning as L
 import torch
 
 from genexp.callbacks.images import image_grid, publish_grid
+from genexp.callbacks.latent import evaluating, label_kwargs
 
 
 class Reconstructions(L.Callback):
@@ -13,17 +14,14 @@ class Reconstructions(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "reconstruct") \
-                or not hasattr(trainer.datamodule, "example_batch"):
+                or not hasattr(trainer.datamodule, "example_batch") or not hasattr(trainer.datamodule, "to_images"):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         # The first validation images: the same inputs every epoch.
-        x = trainer.datamodule.example_batch("val", self.n_samples)[0].to(pl_module.device)
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            recon = pl_module.reconstruct(x)
-        pl_module.train(was_training)
+        x, labels = (t.to(pl_module.device) for t in trainer.datamodule.example_batch("val", self.n_samples))
+        with evaluating(pl_module):
+            recon = pl_module.reconstruct(x, **label_kwargs(pl_module, labels))
         to_images = trainer.datamodule.to_images
         grid = image_grid(torch.cat([to_images(x), to_images(recon)]), nrow=len(x))
         publish_grid(trainer, "reconstructions", grid, f"epoch_{trainer.current_epoch:04d}.png")

@@ -2,7 +2,7 @@
 
 import torch
 
-from genexp.data.image_tensor import ImageTensorDataModule
+from genexp.data.image_tensor import ImageTensorDataModule, files_fingerprint
 
 
 class DigitsDataModule(ImageTensorDataModule):
@@ -11,6 +11,11 @@ class DigitsDataModule(ImageTensorDataModule):
     def __init__(self, test_fraction: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
         self.test_fraction = test_fraction
+
+    def source_fingerprint(self) -> str:
+        import sklearn
+
+        return files_fingerprint([], "sklearn", sklearn.__version__, self.test_fraction, self.split_seed)
 
     def load_raw(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         from sklearn.datasets import load_digits

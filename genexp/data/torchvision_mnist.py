@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from genexp.data.image_tensor import ImageTensorDataModule
+from genexp.data.image_tensor import ImageTensorDataModule, files_fingerprint
 from genexp.errors import DataError
 
 _SOURCES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
@@ -20,12 +20,16 @@ class MNISTDataModule(ImageTensorDataModule):
             raise DataError(f"data.variant={variant!r} is not known; allowed: {', '.join(_SOURCES)}")
         self.root = Path(root).expanduser().resolve()
         self.source = _SOURCES[variant]
-        self.download = download
+        self.download_source = download
 
-    def prepare_data(self) -> None:
-        if self.download:
+    def download(self) -> None:
+        if self.download_source:
             for train in (True, False):
                 self.source(str(self.root), train=train, download=True)
+
+    def source_fingerprint(self) -> str:
+        raw = self.root / self.source.__name__ / "raw"
+        return files_fingerprint(sorted(raw.glob("*-ubyte")) if raw.is_dir() else [])
 
     def load_raw(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         try:

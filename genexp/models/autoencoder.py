@@ -93,14 +93,22 @@ class AutoEncoder(GenerativeModule):
         """-log p(x|z) per sample, in nats."""
         return -self.likelihood.log_prob(x, self.decoder_output(z, labels))
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, labels = batch
+    def training_loss(self, x: Tensor, labels: Tensor, batch_idx: int) -> tuple[Tensor, dict[str, float | Tensor]]:
+        """The loss to minimise and what to log beside it (names under train/)."""
         z = self.encode(x, labels)
         with torch.no_grad():
             self.code_mean.lerp_(z.mean(0), CODE_MOMENTUM)
             self.code_var.lerp_(z.var(0, unbiased=False), CODE_MOMENTUM)
         loss = self.reconstruction_nll(x, z, labels).mean()
-        self.log_dict({"train/loss": loss, "train/recon": loss}, on_step=True, on_epoch=True)
+        return loss, {"recon": loss}
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, labels = batch
+        loss, logs = self.training_loss(x, labels, batch_idx)
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
+        self.log_dict({f"train/{name}": value for name, value in logs.items()}, on_step=True, on_epoch=True)
+        if self.hparams.learn_sigma:
+            self.log("train/sigma", self.likelihood.sigma, on_step=False, on_epoch=True)
         return loss
 
     def evaluation_metrics(self, x: Tensor, labels: Tensor, stage: str) -> dict[str, Tensor]:

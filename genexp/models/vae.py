@@ -25,6 +25,11 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 
+def importance_weighted_nll(log_weights: Tensor) -> Tensor:
+    """-log (1/k) sum_i w_i from log weights (k, N): the bound of Burda et al. 2016 per sample."""
+    return -(torch.logsumexp(log_weights, dim=0) - math.log(len(log_weights)))
+
+
 class VAE(AutoEncoder):
     codes_per_latent = 2
 
@@ -36,7 +41,7 @@ class VAE(AutoEncoder):
         kl_warmup_epochs: float = 0,
         capacity_max: float | None = None,
         capacity_epochs: float = 0,
-        iwae_samples: int = 256,
+        iwae_samples: int = 100,
         **kwargs,
     ) -> None:
         super().__init__(shape, latent_dim, **kwargs)
@@ -60,6 +65,11 @@ class VAE(AutoEncoder):
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.noise(n, self.latent_dim, generator=generator)
+
+    def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """log p(x) per sample, estimated with `iwae_samples` importance samples: a stochastic
+        lower bound (in expectation) that approaches log p(x) as k grows."""
+        return -self.iwae_nll(x, labels)
 
     # --- schedules ------------------------------------------------------------------------
     def kl_weight(self, progress: float) -> float:
@@ -94,31 +104,22 @@ class VAE(AutoEncoder):
         kl = gaussian_kl(mu, logvar)
         return {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, labels = batch
+    def training_loss(self, x: Tensor, labels: Tensor, batch_idx: int) -> tuple[Tensor, dict[str, float | Tensor]]:
         t = {name: value.mean() for name, value in self.terms(x, labels).items()}
         progress = self.training_progress(batch_idx)
-        loss = t["recon"] + self.kl_penalty(t["kl"], progress)
-        self.log_dict({"train/loss": loss, "train/recon": t["recon"], "train/kl": t["kl"]},
-                      on_step=True, on_epoch=True)
-        schedule = {"train/kl_weight": self.kl_weight(progress)}
+        logs = {"recon": t["recon"], "kl": t["kl"], "kl_weight": self.kl_weight(progress)}
         if self.capacity_max is not None:
-            schedule["train/capacity"] = self.capacity(progress)
-        if self.likelihood.__class__.__name__ == "Gaussian":
-            schedule["train/sigma"] = self.likelihood.sigma
-        self.log_dict(schedule, on_step=True, on_epoch=False)
-        return loss
+            logs["capacity"] = self.capacity(progress)
+        return t["recon"] + self.kl_penalty(t["kl"], progress), logs
 
     @torch.no_grad()
-    def iwae_nll(self, x: Tensor, labels: Tensor | None = None, k: int | None = None) -> Tensor:
-        """-log p(x) per sample estimated with k importance samples from q(z|x) (Burda et al. 2016):
-        -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). An upper bound on the NLL that tightens as k
-        grows; k = 1 is the negative ELBO in expectation."""
-        k = k or self.iwae_samples
+    def importance_sample(self, x: Tensor, labels: Tensor | None, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """k draws z_i ~ q(z|x) per input: log importance weights log p(x|z_i) p(z_i) / q(z_i|x)
+        and log p(x|z_i), both (k, N), and the closed-form KL, (N,)."""
         mu, logvar = self.posterior(x, labels)
         std = (0.5 * logvar).exp()
         per_pass = max(1, IWAE_ROWS_PER_PASS // len(x))
-        log_weights = []
+        log_weights, log_likelihoods = [], []
         for start in range(0, k, per_pass):
             m = min(per_pass, k - start)
             eps = torch.randn(m, *mu.shape, device=mu.device, dtype=mu.dtype)
@@ -129,16 +130,30 @@ class VAE(AutoEncoder):
             log_pz = -(0.5 * z.pow(2) + HALF_LOG_2PI).sum(-1)
             log_qz = -(0.5 * eps.pow(2) + 0.5 * logvar + HALF_LOG_2PI).sum(-1)
             log_weights.append(log_px_z + log_pz - log_qz)
-        return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k))
+            log_likelihoods.append(log_px_z)
+        return torch.cat(log_weights), torch.cat(log_likelihoods), gaussian_kl(mu, logvar)
+
+    def iwae_nll(self, x: Tensor, labels: Tensor | None = None, k: int | None = None) -> Tensor:
+        """-log p(x) per sample estimated with k importance samples (Burda et al. 2016):
+        -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). An upper bound on the NLL that tightens as k
+        grows; k = 1 is the negative ELBO in expectation."""
+        return importance_weighted_nll(self.importance_sample(x, labels, k or self.iwae_samples)[0])
 
     def evaluation_metrics(self, x: Tensor, labels: Tensor, stage: str) -> dict[str, Tensor]:
-        # Conditional models are judged on log p(x|y); the others ignore the labels.
-        labels = labels if self.num_classes else None
-        t = {name: value.mean() for name, value in self.terms(x, labels).items()}
-        metrics = {"loss": -t["elbo"], **t,
-                   "neg_elbo_bits_per_dim": self.bits_per_dim(-t["elbo"])}
-        if stage == "test" and self.iwae_samples:
-            nll = self.iwae_nll(x, labels).mean()
+        """Per-sample means in nats (conditional models: of log p(x|y)). Validation uses one draw
+        from q(z|x); the test uses the k draws of the importance-weighted bound for all of them."""
+        k = self.iwae_samples if stage == "test" else 0
+        if k:
+            log_weights, log_px_z, kl = self.importance_sample(x, labels, k)
+            recon = -log_px_z.mean(0)
+        else:
+            t = self.terms(x, labels)
+            recon, kl = t["recon"], t["kl"]
+        elbo = -(recon + kl).mean()
+        metrics = {"loss": -elbo, "elbo": elbo, "recon": recon.mean(), "kl": kl.mean(),
+                   "neg_elbo_bits_per_dim": self.bits_per_dim(-elbo)}
+        if k:
+            nll = importance_weighted_nll(log_weights).mean()
             metrics |= {"nll_iwae": nll, "nll_iwae_bits_per_dim": self.bits_per_dim(nll)}
         return metrics
 

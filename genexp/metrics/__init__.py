@@ -1,0 +1,1 @@
+"""Sample-quality metrics on the features of a pluggable extractor: FID, KID, precision/recall."""

@@ -1,0 +1,133 @@
+"""Maximum likelihood: fit a parametric density p_theta to data by minimising the NLL.
+
+The data x_1..x_N are draws from an unknown p_data. Maximum likelihood picks the theta that
+makes them most probable, argmax_theta sum_n log p_theta(x_n); equivalently it minimises the
+negative log-likelihood per example, NLL(theta) = -1/N sum_n log p_theta(x_n), the loss below.
+The density itself is a net from genexp.nets (Gaussian, mixture, RealNVP, MAF, PixelCNN),
+named by the `density` config.
+
+Vectors are modelled as they are; the NLL is in nats. Images are reported in bits per
+dimension, NLL / (D ln 2), of their 8-bit pixel values:
+- continuous densities see uniformly dequantised pixels, y = (k + u) / 256 with k the 0..255
+  pixel value and u ~ U[0, 1) (Uria et al. 2013; Theis et al. 2016), mapped through a logit
+  (Dinh et al. 2017); then log p(y) - D log 256 is a lower bound on log P(k) of the pixel values
+  (the dequantised density integrated over each pixel's bin of width 1/256);
+- discrete densities (PixelCNN) give log P(k) itself.
+"""
+
+import math
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from genexp.errors import ConfigError
+from genexp.models.base import GenerativeModule
+
+PIXEL_BINS = 256  # images are 8-bit
+
+
+class MaximumLikelihood(GenerativeModule):
+    def __init__(self, shape: list[int], density: dict[str, Any], value_range: list[float] | None = None,
+                 logit_alpha: float = 0.05, **base) -> None:
+        super().__init__(**base)
+        self.save_hyperparameters()
+        self.shape = tuple(int(s) for s in shape)
+        self.is_image = len(self.shape) == 3
+        if self.is_image and value_range is None:
+            raise ConfigError("data.value_range is needed for image data (e.g. [0.0, 1.0])")
+        if not 0 <= logit_alpha < 0.5:
+            raise ConfigError(f"model.logit_alpha={logit_alpha} is not allowed: it must be in [0, 0.5)")
+        self.value_range = tuple(float(v) for v in value_range) if value_range is not None else None
+        self.logit_alpha = logit_alpha
+        self.density = instantiate(density, shape=self.shape)
+        self.dims = math.prod(self.shape)
+
+    # --- data space <-> the space the density models ------------------------------------
+    def to_unit(self, x: Tensor) -> Tensor:
+        low, high = self.value_range
+        return (x - low) / (high - low)
+
+    def from_unit(self, x: Tensor) -> Tensor:
+        low, high = self.value_range
+        return x * (high - low) + low
+
+    def dequantize(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Image batch -> (continuous y the density models, log|dy/dx| per example), x = pixel levels + U[0,1)."""
+        bins = (self.to_unit(x) * (PIXEL_BINS - 1)).round()
+        y = (bins + torch.rand_like(bins)) / PIXEL_BINS
+        # Each pixel value owns a bin of width 1/256: log P(bin) >= log p(y) - D log 256.
+        log_jacobian = torch.full((len(x),), -self.dims * math.log(PIXEL_BINS), device=x.device)
+        if self.logit_alpha:
+            # y -> logit(alpha + (1 - 2 alpha) y): unbounded values, as flows like them.
+            squeezed = self.logit_alpha + (1 - 2 * self.logit_alpha) * y
+            log_slope = math.log(1 - 2 * self.logit_alpha) - squeezed.log() - (-squeezed).log1p()
+            log_jacobian += log_slope.flatten(1).sum(1)
+            y = torch.logit(squeezed)
+        return y, log_jacobian
+
+    def quantize(self, y: Tensor) -> Tensor:
+        """Inverse of dequantize: continuous y -> pixel levels in the data's value range."""
+        if self.logit_alpha:
+            y = (torch.sigmoid(y) - self.logit_alpha) / (1 - 2 * self.logit_alpha)
+        bins = (y * PIXEL_BINS).floor().clamp(0, PIXEL_BINS - 1)
+        return self.from_unit(bins / (PIXEL_BINS - 1))
+
+    # --- protocol -------------------------------------------------------------------------
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p_theta(x) per example, nats: the log density of a vector; for images the log probability
+        of the pixel values (exact for discrete densities, a one-sample dequantisation bound otherwise)."""
+        if not self.is_image:
+            return self.density.log_prob(x)
+        if self.density.discrete:
+            return self.density.log_prob(self.to_unit(x))
+        y, log_jacobian = self.dequantize(x)
+        return self.density.log_prob(y) + log_jacobian
+
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        samples = self.density.sample(n, generator=generator)
+        if not self.is_image:
+            return samples
+        return self.from_unit(samples) if self.density.discrete else self.quantize(samples)
+
+    # --- fitting --------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Densities that start from the data (a mixture's EM fit) see a sample of the training set.
+        # Before any checkpoint is restored, so a resumed run keeps its trained weights.
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and hasattr(self.density, "initialize") and hasattr(datamodule, "example_batch"):
+            x = datamodule.example_batch("train", self.density.init_samples)[0].to(self.device)
+            self.density.initialize(self.dequantize(x)[0] if self.is_image and not self.density.discrete else x)
+
+    def nll(self, x: Tensor) -> Tensor:
+        """The loss: negative log-likelihood per example, averaged over the batch (nats)."""
+        return -self.log_prob(x).mean()
+
+    def _log_nll(self, stage: str, x: Tensor, nll: Tensor, **kwargs: Any) -> None:
+        metrics = {f"{stage}/nll": nll}
+        if self.is_image:
+            metrics[f"{stage}/bits_per_dim"] = nll / (self.dims * math.log(2))
+        self.log_dict(metrics, batch_size=len(x), **kwargs)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x = batch[0]
+        nll = self.nll(x)
+        self._log_nll("train", x, nll, on_step=True, on_epoch=True)
+        return nll
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x = batch[0]
+        nll = self.nll(x)
+        self._log_nll(stage, x, nll, prog_bar=(stage == "val"))
+        data_log_prob = getattr(self.trainer.datamodule, "log_prob", None)
+        if data_log_prob is not None:
+            # The best any model can do: the entropy of p_data, estimated on the same examples.
+            oracle = -data_log_prob(x).mean()
+            self.log_dict({f"{stage}/oracle_nll": oracle, f"{stage}/nll_gap": nll - oracle}, batch_size=len(x))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")

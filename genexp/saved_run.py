@@ -1,0 +1,79 @@
+"""A finished run, rebuilt from its directory: the saved config (.hydra/config.yaml), its data
+module, and its model with the weights of a checkpoint (loaded with weights_only=True)."""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from genexp.errors import ConfigError, GenexpError
+from genexp.train import instantiate_data_and_model
+
+
+@dataclass
+class SavedRun:
+    run_dir: Path
+    checkpoint: Path
+    cfg: DictConfig
+
+    @classmethod
+    def open(cls, path: str | Path) -> "SavedRun":
+        """`path`: a run directory (its best checkpoint, else last.ckpt) or a checkpoint file in
+        <run dir>/checkpoints/."""
+        path = Path(path).expanduser().resolve()
+        run_dir = path.parent.parent if path.is_file() else path
+        config = run_dir / ".hydra" / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"run={path}: no saved config at {config}; give a run directory written by "
+                              f"`python -m genexp` or a checkpoint in its checkpoints/ folder")
+        checkpoint = path if path.is_file() else cls._default_checkpoint(run_dir)
+        cfg = OmegaConf.load(config)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)  # was ${hydra:runtime.output_dir}
+        return cls(run_dir, checkpoint, cfg)
+
+    @staticmethod
+    def _default_checkpoint(run_dir: Path) -> Path:
+        metrics = run_dir / "metrics.json"
+        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+        # By name inside this directory: a run directory may have been moved since.
+        for candidate in (run_dir / "checkpoints" / Path(best or "-").name, run_dir / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(f"run={run_dir}: no checkpoint (neither the best_checkpoint of metrics.json nor "
+                          f"checkpoints/last.ckpt); pass a checkpoint file as run=<path>.ckpt")
+
+    def build(self) -> tuple[L.LightningDataModule, L.LightningModule]:
+        """The data module and the model holding the checkpoint's weights, in eval mode."""
+        datamodule, model = instantiate_data_and_model(self.cfg)
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        return datamodule, model.eval()
+
+
+def parse_cli(argv: list[str], usage: str, defaults: dict) -> DictConfig:
+    """`key=value` arguments over `defaults`; `run` is required."""
+    if any(a in ("-h", "--help") for a in argv) or not argv:
+        print(usage)
+        sys.exit(0 if argv else 2)
+    args = OmegaConf.merge(defaults, OmegaConf.from_cli(argv))
+    if not args.get("run"):
+        print(f"genexp: error: run=<run dir or checkpoint> is required\n{usage}", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
+def exit_on_user_error(main):
+    """Report a GenexpError as one line and exit 2, like `python -m genexp`."""
+    def wrapped(argv: list[str] | None = None) -> None:
+        try:
+            main(sys.argv[1:] if argv is None else argv)
+        except GenexpError as error:
+            print(f"genexp: error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapped
