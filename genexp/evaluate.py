@@ -3,24 +3,18 @@
 
 Rebuilds the run from its saved config and checkpoint, runs its model family's test step on
 the test split (the metrics of metrics.json, recomputed), scores n_fake samples against the
-test split (FID, KID, precision/recall on the features of conf/feature_extractor/<name>.yaml;
-feature_extractor=none skips this), and writes <run dir>/eval.json and a sample grid
+test split (FID, KID, precision/recall and Inception Score on the features of
+conf/feature_extractor/<name>.yaml; feature_extractor=none skips this), and writes <run dir>/eval.json and a sample grid
 <run dir>/samples/eval.png.
 """
 
 import time
 
-from pathlib import Path
-
 import lightning as L
-import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from genexp.callbacks.samples import SampleGrid
-from genexp.config_dir import config_dir
-from genexp.errors import ConfigError
-from genexp.metrics.sample_quality import evaluate_samples
+from genexp.metrics.features import extractor_from_config
+from genexp.metrics.sample_quality import draw_images, evaluate_samples
 from genexp.report import scalar_metrics, write_metrics
 from genexp.saved_run import SavedRun, exit_on_user_error, parse_cli
 
@@ -28,21 +22,11 @@ USAGE = __doc__.split("\n\n")[0]
 
 
 def sample_quality(datamodule: L.LightningDataModule, model: L.LightningModule, extractor_name: str,
-                   n_fake: int, seed: int, batch_size: int = 500) -> dict:
-    """FID, KID and precision/recall of n_fake samples (labels spread evenly for conditional models)."""
-    options = sorted(p.stem for p in (Path(config_dir()) / "feature_extractor").glob("*.yaml"))
-    if extractor_name not in options:
-        raise ConfigError(f"feature_extractor={extractor_name} is not one of: {', '.join(options)}, none")
-    extractor_cfg = OmegaConf.load(Path(config_dir()) / "feature_extractor" / f"{extractor_name}.yaml")
-    extractor = instantiate(extractor_cfg, datamodule=datamodule)
-    num_classes = getattr(model, "num_classes", None)
-    labels = torch.arange(n_fake) % num_classes if num_classes else None
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        images = torch.cat([datamodule.to_images(model.sample(
-            len(chunk), labels=None if labels is None else labels[chunk].to(model.device), generator=generator).cpu())
-            for chunk in torch.arange(n_fake).split(batch_size)])
-    return evaluate_samples(images, datamodule, extractor, split="test", cache_dir=extractor_cfg.get("cache_dir"))
+                   n_fake: int, seed: int) -> dict:
+    """FID, KID, precision/recall and Inception Score of n_fake samples against the test split."""
+    extractor, cache_dir = extractor_from_config(extractor_name, datamodule)
+    return evaluate_samples(draw_images(model, datamodule, n_fake, seed), datamodule, extractor, split="test",
+                            cache_dir=cache_dir)
 
 
 def evaluate(saved: SavedRun, n_samples: int = 64, seed: int | None = None,

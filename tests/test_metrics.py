@@ -9,7 +9,7 @@ from conftest import CONF
 from genexp.data.digits import DigitsDataModule
 from genexp.errors import ConfigError
 from genexp.metrics.features import InceptionFeatures, extract, real_images
-from genexp.metrics.sample_quality import evaluate_samples, precision_recall, real_features
+from genexp.metrics.sample_quality import evaluate_samples, inception_score, precision_recall, real_features
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,14 @@ def test_inception_never_downloads(tmp_path, monkeypatch):
 def test_extract_rejects_non_finite_features():
     with pytest.raises(ValueError, match="NaN"):
         extract(lambda x: x.flatten(1) * float("nan"), torch.rand(4, 1, 8, 8))
+
+
+def test_inception_score_of_real_images_is_high_and_of_constant_images_one(extractor, digits, tmp_path):
+    test_images = torch.cat(list(real_images(digits, "test")))
+    # One split of all 180 images: a confident classifier on balanced classes scores close to 10.
+    assert inception_score(extract(extractor.logits, test_images), splits=1)[0] > 8.5
+    real = evaluate_samples(test_images, digits, extractor, cache_dir=str(tmp_path))
+    constant = evaluate_samples(torch.full_like(test_images, 0.5), digits, extractor, cache_dir=str(tmp_path))
+    # The customary 10 splits of 18 images each: fewer images per split, a lower ceiling.
+    assert real["scores"]["is_mean"] > 5.0 and real["provenance"]["is_splits"] == 10
+    assert constant["scores"]["is_mean"] == pytest.approx(1.0, abs=1e-6)

@@ -6,6 +6,8 @@ are not comparable, so both travel with every score).
     a weights file that is never downloaded during a run.
   ClassifierFeatures: a compact classifier that genexp trains once per data set and caches,
     for offline use on small data sets; its test accuracy is recorded beside its weights.
+Both also give class logits (`logits(images)`), from which the Inception Score is computed.
+`extractor_from_config` builds one from its config, conf/feature_extractor/<name>.yaml.
 """
 
 import hashlib
@@ -17,8 +19,11 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
+from genexp.config_dir import config_dir
 from genexp.errors import ConfigError
 
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -50,15 +55,25 @@ class InceptionFeatures(nn.Module):
                 f"feature_extractor=classifier, which works offline)")
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                      feature_extractor_weights_path=str(path))
+        # torchmetrics' network gives one output per pass: pool features or the 1008 class logits.
+        self.net, self.logits_net = (
+            NoTrainInceptionV3(name="inception-v3-compat", features_list=[output],
+                               feature_extractor_weights_path=str(path))
+            for output in ("2048", "logits_unbiased"))
         self.name = "inception-v3-compat"
         self.weights_hash = file_hash(path)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _uint8_rgb(images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        return self.net((images.clamp(0, 1) * 255).round().to(torch.uint8)).flatten(1)
+        return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self._uint8_rgb(images)).flatten(1)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits_net(self._uint8_rgb(images)).flatten(1)
 
 
 class CompactClassifier(nn.Module):
@@ -149,6 +164,19 @@ class ClassifierFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.features(images.float())
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.float())
+
+
+def extractor_from_config(name: str, datamodule: L.LightningDataModule) -> tuple[nn.Module, str | None]:
+    """The extractor of conf/feature_extractor/<name>.yaml for a data set, and its cache directory."""
+    options = sorted(p.stem for p in (Path(config_dir()) / "feature_extractor").glob("*.yaml"))
+    if name not in options:
+        raise ConfigError(f"feature_extractor={name} is not one of: {', '.join(options)}, none")
+    cfg = OmegaConf.load(Path(config_dir()) / "feature_extractor" / f"{name}.yaml")
+    return instantiate(cfg, datamodule=datamodule), cfg.get("cache_dir")
 
 
 def extract(extractor: nn.Module, images, batch_size: int = 256) -> torch.Tensor:
