@@ -1,0 +1,268 @@
+"""genexp against plain PyTorch, measured side by side in one run.
+
+Figures (each an entry with the genexp value, the baseline value and ratio = genexp / baseline):
+  overhead_<model>_<size>  training samples/s of the LightningModule under a Lightning Trainer
+                           (built from the composed config by genexp.train.instantiate_data_and_model,
+                           logger/checkpointing/progress bar off) against a hand-written loop over
+                           deep copies of the same networks and optimizers, on the same uint8
+                           tensors and batch size; higher is better, target ratio >= 0.97
+  data_path_epoch          seconds of a data-only epoch: cached uint8 tensors against torchvision's
+                           per-sample path (functions of scripts/data_path_benchmark.py)
+  cli_cfg_job              seconds of `python -m genexp --cfg job` against a bare `python -c pass`;
+                           `torch_imported` says whether torch was imported on that path
+  fid_real_stats           seconds of an FID evaluation with warm (cached) against cold real-data
+                           statistics (classifier extractor, genexp.metrics)
+  default_run_memory       peak resident memory (MiB) of a child `python -m genexp` default run
+                           against a child that only imports torch and lightning; time_s beside it
+
+Images are random uint8 files in MNIST's idx format (tests/fake_data.py), resized to 64 px for
+the 64 px entries: throughput does not depend on pixel values. Timings: one warm-up epoch, then
+`repeats` epochs of each, alternating which of the two runs first (the plain epoch runs before
+odd Trainer epochs and after even ones); the median is reported.
+
+    python scripts/benchmark.py --quick --out outputs/benchmarks/quick.json   # < 2 min on 2 CPU cores
+    python scripts/benchmark.py --out outputs/benchmarks/full.json            # default networks, N = 10,000
+"""
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from data_path_benchmark import data_epoch_seconds, per_sample_loader, tensor_module  # noqa: E402
+from fake_data import write_mnist_format  # noqa: E402  (on the path through data_path_benchmark)
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from genexp.config_dir import config_dir  # noqa: E402
+from genexp.metrics.features import ClassifierFeatures  # noqa: E402
+from genexp.metrics.sample_quality import draw_images, evaluate_samples  # noqa: E402
+from genexp.models.gan import discriminator_loss, generator_loss  # noqa: E402
+from genexp.train import instantiate_data_and_model  # noqa: E402
+
+SETTINGS = {  # quick: small nets and few batches; full: the configs' own networks
+    "quick": {"batch_size": 32, "batches": 8, "repeats": 6, "gan_width": 16, "fid_n": 1000, "data_images": 5000,
+              "run": ["trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=4",
+                      "trainer.limit_test_batches=2"]},
+    "full": {"batch_size": 128, "batches": 40, "repeats": 10, "gan_width": None, "fid_n": 10000,
+             "data_images": 60000, "run": ["trainer.max_epochs=5"]},
+}
+
+
+def entry(genexp: float, baseline: float, unit: str, **extra) -> dict:
+    return {"genexp": genexp, "baseline": baseline, "ratio": genexp / baseline, "unit": unit, **extra}
+
+
+def composed(overrides: list[str]):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+# --- framework overhead -----------------------------------------------------------------------
+def gan_step(model, optimizers):
+    """One discriminator and one generator step of the hand-written loop (as GAN.training_step)."""
+    opt_g, opt_d = optimizers
+    d, latent = model.discriminator, model.latent_dim
+
+    def step(real, labels):
+        with torch.no_grad():
+            fake = model.generate(torch.randn(len(real), latent), None)
+        real_out, fake_out = d(real, None).float(), d(fake, None).float()
+        loss = discriminator_loss(model.loss, real_out, fake_out, torch.ones_like(real_out),
+                                  torch.zeros_like(fake_out))
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+        d.requires_grad_(False)  # as Lightning's toggled_optimizer: no discriminator gradients
+        loss = generator_loss(model.loss, d(model.generate(torch.randn(len(real), latent), None), None).float())
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        d.requires_grad_(True)
+        model.generator_ema.update_parameters(model.generator)
+    return step
+
+
+def vae_step(model, optimizer):
+    def step(x, labels):
+        terms = model.terms(x, labels)
+        loss = terms["recon"].mean() + model.beta * terms["kl"].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def overhead(model_name: str, size: int, root: Path, s: dict) -> dict:
+    overrides = [f"model={model_name}", "data=mnist", f"data.root={root}", f"data.image_size={size}",
+                 "data.cache_dir=null", f"data.batch_size={s['batch_size']}", "trainer.accelerator=cpu",
+                 "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
+                 "trainer.limit_val_batches=0", f"trainer.limit_train_batches={s['batches']}",
+                 f"trainer.max_epochs={s['repeats'] + 1}"]
+    if model_name == "dcgan" and s["gan_width"]:
+        overrides += [f"model.g_width={s['gan_width']}", f"model.d_width={s['gan_width']}"]
+    cfg = composed(overrides)
+    L.seed_everything(0)
+    datamodule, model = instantiate_data_and_model(cfg)
+    datamodule.setup()
+    images, labels = datamodule.splits["train"].tensors
+    plain = copy.deepcopy(model)
+    plain.train()
+    step = (gan_step if model_name == "dcgan" else vae_step)(plain, plain.configure_optimizers())
+    n_samples = s["batches"] * s["batch_size"]
+    genexp_s, plain_s = [], []
+
+    def plain_epoch() -> float:
+        order = torch.randperm(len(images))
+        start = time.perf_counter()
+        for i in range(s["batches"]):
+            index = order[i * s["batch_size"]:(i + 1) * s["batch_size"]]
+            x, y = datamodule.on_after_batch_transfer((images[index], labels[index]), 0)
+            step(x, y)
+        return time.perf_counter() - start
+
+    class Alternate(L.Callback):
+        """Times each Trainer epoch and runs one plain epoch before (odd epochs) or after (even) it."""
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch % 2:
+                plain_s.append(plain_epoch())
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            genexp_s.append(time.perf_counter() - self.start)
+            if trainer.current_epoch % 2 == 0:
+                plain_s.append(plain_epoch())
+
+    trainer = L.Trainer(**cfg.trainer, logger=False, callbacks=[Alternate()], enable_checkpointing=False,
+                        enable_model_summary=False)
+    trainer.fit(model, datamodule=datamodule)
+    genexp_rate = n_samples / statistics.median(genexp_s[1:])  # the first epoch of each warms up
+    plain_rate = n_samples / statistics.median(plain_s[1:])
+    return entry(genexp_rate, plain_rate, "samples/s", batch_size=s["batch_size"], batches=s["batches"],
+                 repeats=len(genexp_s) - 1, shape=list(datamodule.shape),
+                 nets=f"g_width={cfg.model.g_width}" if model_name == "dcgan" else f"{cfg.model.arch} "
+                 f"{list(cfg.model.hidden_dims)}")
+
+
+# --- data path, CLI, evaluation, memory -------------------------------------------------------
+def data_path(root: Path, cache: Path, s: dict) -> dict:
+    tensors = tensor_module(root, cache, 128, "cpu")
+    per_sample = per_sample_loader(root, 128, 0, "cpu")
+    tensor_s = data_epoch_seconds(tensors.train_dataloader(), lambda b: tensors.on_after_batch_transfer(b, 0),
+                                  "cpu", 2)
+    per_sample_s = data_epoch_seconds(per_sample, lambda b: b, "cpu", 2)
+    return entry(tensor_s, per_sample_s, "s/epoch", images=len(per_sample.dataset), batch_size=128)
+
+
+def wall_seconds(command: list[str], repeats: int = 3, **kwargs) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, cwd=REPO, **kwargs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cli_latency() -> dict:
+    command = [sys.executable, "-m", "genexp", "--cfg", "job"]
+    # -X importtime lists every module imported, one per stderr line ending in its name.
+    trace = subprocess.run([sys.executable, "-X", "importtime", *command[1:]], capture_output=True, text=True,
+                           cwd=REPO, check=True).stderr
+    torch_imported = any(line.rsplit("|", 1)[-1].strip() == "torch" for line in trace.splitlines())
+    return entry(wall_seconds(command), wall_seconds([sys.executable, "-c", "pass"]), "s",
+                 torch_imported=torch_imported)
+
+
+def fid_cold_warm(root: Path, scratch: Path, n: int) -> dict:
+    datamodule, model = instantiate_data_and_model(composed(["model=vae", "data=mnist", f"data.root={root}",
+                                                             "data.cache_dir=null"]))
+    datamodule.setup()
+    cache = scratch / "fid_cache"
+    ClassifierFeatures(datamodule, cache_dir=str(cache), epochs=1)  # trained once, outside the timing
+    extractor = ClassifierFeatures(datamodule, cache_dir=str(cache), epochs=1)
+    fakes = draw_images(model, datamodule, n, seed=0)
+    times, fids = [], []
+    for _ in ("cold", "warm"):
+        start = time.perf_counter()
+        fids.append(evaluate_samples(fakes, datamodule, extractor, "test", str(cache))["scores"]["fid"])
+        times.append(time.perf_counter() - start)
+    return entry(times[1], times[0], "s", n_fake=n, n_real=len(datamodule.splits["test"]), fid=fids[1],
+                 extractor="classifier")
+
+
+MEASURE_CHILD = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, capture_output=True)
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_memory(command: list[str], env: dict) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of a child process, measured by a fresh parent of its own."""
+    out = subprocess.run([sys.executable, "-c", MEASURE_CHILD, *command], capture_output=True, text=True,
+                         cwd=REPO, env=env, check=True).stdout.split()
+    return float(out[0]), int(out[1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def default_run_memory(scratch: Path, s: dict) -> dict:
+    env = os.environ | {"GENEXP_DATA_DIR": str(scratch / "data_dir")}
+    run_s, run_mib = peak_memory([sys.executable, "-m", "genexp", *s["run"], "print_config=false",
+                                  f"hydra.run.dir={scratch / 'default_run'}"], env)
+    import_s, import_mib = peak_memory([sys.executable, "-c", "import torch, lightning"], env)
+    return entry(run_mib, import_mib, "MiB", time_s=run_s, baseline_time_s=import_s, overrides=s["run"])
+
+
+def markdown(results: dict) -> str:
+    rows = ["| figure | genexp | baseline | ratio | unit |", "|---|---:|---:|---:|---|"]
+    for name, e in results["entries"].items():
+        rows.append(f"| {name} | {e['genexp']:.4g} | {e['baseline']:.4g} | {e['ratio']:.3f} | {e['unit']} |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small nets and few batches: under 2 min on 2 CPU cores")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks" / "benchmark.json")
+    args = parser.parse_args()
+    mode = "quick" if args.quick else "full"
+    s = SETTINGS[mode]
+    started = time.perf_counter()
+    entries = {}
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        write_mnist_format(scratch / "data", "MNIST", n_train=s["data_images"], n_test=s["fid_n"])
+        for model_name in ("dcgan", "vae"):
+            for size in (28, 64):
+                entries[f"overhead_{model_name}_{size}"] = overhead(model_name, size, scratch / "data", s)
+        entries["data_path_epoch"] = data_path(scratch / "data", scratch / "cache", s)
+        entries["cli_cfg_job"] = cli_latency()
+        entries["fid_real_stats"] = fid_cold_warm(scratch / "data", scratch, s["fid_n"])
+        entries["default_run_memory"] = default_run_memory(scratch, s)
+    results = {"mode": mode, "date": date.today().isoformat(), "seconds": round(time.perf_counter() - started, 1),
+               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                           "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available(),
+                           "torch": torch.__version__, "lightning": L.__version__},
+               "entries": entries}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    args.out.with_suffix(".md").write_text(table)
+    print(table + f"\n{mode} mode, {results['seconds']} s; written to {args.out} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
