@@ -4,6 +4,7 @@ Only Hydra and OmegaConf are imported here; torch is imported when a run really 
 so `--cfg job`, `--help` and `--info` answer at once.
 """
 
+import signal
 import sys
 
 import hydra
@@ -11,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genexp import jobs
 from genexp.config_dir import config_dir
-from genexp.errors import RunDirError, find_user_error
+from genexp.errors import RunDirError, RunInterrupted, find_user_error
 
 # conf/hydra/default.yaml names sweep jobs with it.
 OmegaConf.register_new_resolver("genexp.short_dirname", jobs.short_dirname, replace=True)
@@ -22,11 +23,16 @@ def _train(cfg: DictConfig) -> float | None:
     from genexp.validate import validate_config
 
     try:
+        if cfg.resume:
+            cfg = jobs.resumed_config(cfg)
         validate_config(cfg)
         with jobs.isolated_job():
             from genexp.train import run  # the first torch import
 
             return run(cfg)
+    except RunInterrupted as stop:  # its checkpoint and metrics.json are written: a clean exit
+        print(f"genexp: {stop}", file=sys.stderr)
+        sys.exit(128 + signal.Signals[stop.signal_name])
     except Exception as error:
         user_error = find_user_error(error)
         if not isinstance(user_error, RunDirError):  # never overwrite another run's record
@@ -41,6 +47,11 @@ def _train(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    try:
+        sys.argv += jobs.resume_overrides(sys.argv[1:])
+    except RunDirError as error:
+        print(f"genexp: error: {error}", file=sys.stderr)
+        sys.exit(2)
     _train()
 
 

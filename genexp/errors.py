@@ -21,8 +21,21 @@ class DivergedError(GenexpError):
     """Training produced a loss that is NaN or infinite."""
 
 
+class CheckpointError(GenexpError):
+    """A checkpoint file is unreadable or holds the weights of another model."""
+
+
+class RunInterrupted(GenexpError):
+    """SIGINT or SIGTERM stopped the run after it saved its last checkpoint."""
+
+    def __init__(self, signal_name: str, message: str) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
 def find_user_error(error: BaseException | None) -> GenexpError | None:
     """The GenexpError behind an exception, also when Hydra's instantiate wrapped it."""
     while error is not None and not isinstance(error, GenexpError):
         error = error.__cause__ or error.__context__
     return error
+

@@ -8,19 +8,26 @@ import hashlib
 import math
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genexp.errors import RunDirError
 from genexp.report import write_metrics
 
 
 # Command line options of a Hydra app that take a value (kept when a DDP worker is started).
 _VALUE_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+# What a resumed run may change beside `resume=`: how long it trains and what it prints, not what
+# it trains.
+RESUME_OVERRIDABLE = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "print_config", "test")
 # The command as the user typed it: each job of a sweep rewrites sys.argv for its workers.
 _SWEEP_ARGV = list(sys.argv)
 
@@ -37,6 +44,65 @@ def failure_value() -> float:
     if "optuna" not in str(sweeper.get("_target_", "")):
         return math.nan
     return -math.inf if "max" in str(sweeper.get("direction", "minimize")) else math.inf
+
+
+def resume_overrides(argv: list[str]) -> list[str]:
+    """`resume=<dir>` runs Hydra in that directory and keeps its saved .hydra/ files as they are."""
+    resume = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), "")
+    if not resume or resume == "null":
+        return []
+    saved = _saved_config(resume)
+    if not saved.is_file():
+        raise RunDirError(f"resume={resume}: no saved config at {saved}; give the directory of a run "
+                          f"started by `python -m genexp`")
+    return [f"hydra.run.dir={saved.parent.parent}", "hydra.output_subdir=null"]
+
+
+def _saved_config(run_dir: str) -> Path:
+    return Path(run_dir).expanduser().resolve() / ".hydra" / "config.yaml"
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The saved config of the run in cfg.resume, with this command's schedule overrides; what
+    is refused is a RunDirError, so the run's own metrics.json stays as it is."""
+    saved = _saved_config(cfg.resume)
+    resumed = OmegaConf.load(saved)
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "resume" or key.startswith("hydra."):
+            continue
+        if key not in RESUME_OVERRIDABLE:
+            raise RunDirError(f"{key}: a resumed run keeps its saved config; beside resume= only "
+                              f"{', '.join(RESUME_OVERRIDABLE)} may be overridden")
+        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), force_add=True)
+    with open_dict(resumed):
+        resumed.resume = resumed.paths.output_dir = str(saved.parent.parent)  # was ${hydra:runtime.output_dir}
+    return resumed
+
+
+class WritableRunDir(Callback):
+    """Hydra callback (conf/hydra/default.yaml): a run or sweep directory that cannot be written
+    (read-only, a file on the way, no space) stops the command with one line before Hydra
+    writes into it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config, "hydra.sweep.dir")
+
+
+def _check_writable(config: DictConfig, key: str) -> None:
+    HydraConfig.instance().set_config(config)  # as Hydra does next: the directory pattern reads it
+    directory = Path(OmegaConf.select(config, key))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        print(f"genexp: error: cannot write the run directory {directory} ({error.strerror or error}); "
+              f"choose another with {key}=... or GENEXP_LOG_DIR=...", file=sys.stderr)
+        sys.exit(2)
 
 
 def job_dir() -> Path:

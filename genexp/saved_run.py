@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genexp.checkpoint_io import read_checkpoint
 from genexp.errors import ConfigError, GenexpError
 from genexp.train import instantiate_data_and_model
 
@@ -50,8 +50,7 @@ class SavedRun:
     def build(self) -> tuple[L.LightningDataModule, L.LightningModule]:
         """The data module and the model holding the checkpoint's weights, in eval mode."""
         datamodule, model = instantiate_data_and_model(self.cfg)
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(read_checkpoint(self.checkpoint, model)["state_dict"])
         return datamodule, model.eval()
 
 

@@ -1,6 +1,7 @@
 """One run, top to bottom: data, model, callbacks, loggers, fit, test, report."""
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -9,15 +10,19 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from genexp.errors import RunDirError, find_user_error
+from genexp.callbacks.random_state import RandomState
+from genexp.callbacks.stop_on_signal import StopOnSignal
+from genexp.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from genexp.errors import CheckpointError, RunDirError, RunInterrupted, find_user_error
 from genexp.report import flatten, print_config_tree, scalar_metrics, write_metrics
 
 
 def check_fresh_run_dir(output_dir: Path) -> None:
     """A run never writes into a directory that already holds another run's results."""
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if os.environ.get("LOCAL_RANK", "0") != "0" or _slurm_requeued(output_dir):
         return  # a DDP worker re-launched by Lightning into the run directory of rank 0
     taken = [name for name in ("metrics.json", "checkpoints", "tensorboard") if (output_dir / name).exists()]
     if taken:
@@ -44,24 +49,59 @@ def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, 
     return datamodule, model
 
 
+def _slurm_requeued(output_dir: Path) -> bool:
+    """A SLURM job requeued by Lightning restarts in its own directory, from its hpc checkpoint."""
+    return SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
+
+
+def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> Path | None:
+    """The checkpoint a resumed run (cfg.resume) continues from; None for a new run, which must
+    get a directory of its own."""
+    output_dir = Path(cfg.paths.output_dir)
+    if not cfg.get("resume"):
+        check_fresh_run_dir(output_dir)
+        return None
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise RunDirError(f"resume={cfg.resume}: no checkpoint at {last}; the run stopped before its first "
+                          f"checkpoint, start it again")
+    try:
+        read_checkpoint(last, model)
+    except CheckpointError as error:  # refused like a taken directory: its metrics.json stays as it is
+        raise RunDirError(f"resume={cfg.resume}: {error}") from None
+    return last
+
+
+def trainer_plugins(cfg: DictConfig) -> list:
+    """Atomic checkpoint writes always; under SLURM, Lightning's requeue on the time-limit signal."""
+    plugins: list = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=cfg.slurm.auto_requeue,
+                                        requeue_signal=signal.Signals[cfg.slurm.requeue_signal]))
+    return plugins
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return the value a sweeper optimises (cfg.optimized_metric)."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    check_fresh_run_dir(output_dir)
     if cfg.print_config:
         print_config_tree(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule, model = instantiate_data_and_model(cfg)
+    resume_from = resume_checkpoint(cfg, model)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    stop_on_signal = StopOnSignal(output_dir / "checkpoints" / "last.ckpt")
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
-    trainer = L.Trainer(**cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                        default_root_dir=str(output_dir))
+    trainer = L.Trainer(**cfg.trainer, callbacks=[*callbacks, RandomState(), stop_on_signal],
+                        logger=loggers or False, plugins=trainer_plugins(cfg), default_root_dir=str(output_dir))
 
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    if stop_on_signal.received:
+        stop_interrupted(trainer, stop_on_signal, output_dir, started)
     fit_metrics = scalar_metrics(trainer.callback_metrics)
 
     checkpoint = trainer.checkpoint_callback
@@ -89,3 +129,20 @@ def run(cfg: DictConfig) -> float | None:
                 logger.log_hyperparams(hparams, metrics={f"hp/{k}": v for k, v in final.items()})
                 logger.finalize("success")
     return final.get(cfg.optimized_metric) if cfg.optimized_metric else None
+
+
+def stop_interrupted(trainer: L.Trainer, stop: StopOnSignal, output_dir: Path, started: float) -> None:
+    """Record an interrupted run (status 'interrupted', where it stopped) and end it."""
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", {
+            "status": "interrupted",
+            "signal": stop.received,
+            "metrics": {},
+            "last_checkpoint": str(stop.last_checkpoint),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        })
+    raise RunInterrupted(stop.received, f"{stop.received} stopped the run at step {trainer.global_step}; "
+                                        f"its last checkpoint is {stop.last_checkpoint}; continue it with "
+                                        f"`python -m genexp resume={output_dir}`")
