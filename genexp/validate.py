@@ -15,25 +15,36 @@ from genexp.errors import ConfigError
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
 
 
-def _int(minimum: int) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
-            f"an integer >= {minimum}")
+Rule = tuple[Callable[[Any], bool], str]
 
 
-def _float(minimum: float, strict: bool) -> tuple[Callable[[Any], bool], str]:
-    def ok(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and (v > minimum if strict else v >= minimum)
-
-    return ok, f"a number {'>' if strict else '>='} {minimum}"
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _fraction() -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
-            "a number in [0, 1)")
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(minimum: int) -> Rule:
+    return (lambda v: _is_int(v) and v >= minimum), f"an integer >= {minimum}"
+
+
+def _float(minimum: float, strict: bool) -> Rule:
+    return ((lambda v: _is_number(v) and (v > minimum if strict else v >= minimum)),
+            f"a number {'>' if strict else '>='} {minimum}")
+
+
+def _half_open(low: float, high: float) -> Rule:
+    return (lambda v: _is_number(v) and low <= v < high), f"a number in [{low:g}, {high:g})"
+
+
+def _fraction() -> Rule:
+    return _half_open(0, 1)
 
 
 # Rules by leaf name. Keys not listed here are checked where they are used.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+RULES: dict[str, Rule] = {
     "lr": _float(0, strict=True),
     "batch_size": _int(1),
     "latent_dim": _int(1),
@@ -79,21 +90,18 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_layers": _int(1),
     "hidden_channels": _int(1),
     "n_blocks": _int(0),
-    "levels": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 256,
-               "an integer from 2 (binarised) to 256 (8-bit)"),
-    "logit_alpha": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 0.5,
-                    "a number in [0, 0.5)"),
+    "levels": (lambda v: _is_int(v) and 2 <= v <= 256, "an integer from 2 (binarised) to 256 (8-bit)"),
+    "logit_alpha": _half_open(0, 0.5),
     "grid_size": _int(2),
     "val_fraction": _fraction(),
     "test_fraction": _fraction(),
     "seed": _int(0),
     "split_seed": _int(0),
-    "max_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1),
-                   "an integer >= 1, or -1 for no limit"),
+    "max_epochs": (lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for no limit"),
     "precision": (lambda v: str(v) in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
     "download": (lambda v: isinstance(v, bool), "true or false"),
     "hidden_dims": (lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0
-                    and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v),
+                    and all(_is_int(h) and h >= 1 for h in v),
                     "a non-empty list of integers >= 1, e.g. [256, 128]"),
 }
 
