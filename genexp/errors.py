@@ -4,6 +4,13 @@
 class GenexpError(Exception):
     """Base class: the CLI prints the message and exits with status 2."""
 
+    def __init__(self, message: str = "") -> None:
+        # torch re-raises an error from a DataLoader worker as the same class, with the worker's
+        # traceback as its message: keep the original one-line message (its last line).
+        if "in DataLoader worker process" in message and "Original Traceback" in message:
+            message = message.rstrip().splitlines()[-1].partition(": ")[2]
+        super().__init__(message)
+
 
 class ConfigError(GenexpError):
     """A configuration value is missing, of the wrong type or out of range."""

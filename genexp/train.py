@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from genexp.callbacks.gc_freeze import FreezeLongLivedObjects
 from genexp.callbacks.random_state import RandomState
 from genexp.callbacks.stop_on_signal import StopOnSignal
 from genexp.checkpoint_io import AtomicCheckpointIO, read_checkpoint
@@ -81,6 +82,20 @@ def trainer_plugins(cfg: DictConfig) -> list:
     return plugins
 
 
+def make_trainer(cfg: DictConfig, *first_callbacks: L.Callback) -> L.Trainer:
+    """The Trainer of a run: `cfg.trainer`, the configured callbacks (after `first_callbacks`) and
+    loggers, random states and signal handling for resume, atomic checkpoint writes, and the
+    long-lived objects out of the garbage collector's way while training."""
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
+    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar it was told not to show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    stop_on_signal = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    loggers = [instantiate(c) for c in cfg.logger.values() if c]
+    return L.Trainer(**cfg.trainer, callbacks=[*first_callbacks, *callbacks, RandomState(), FreezeLongLivedObjects(),
+                                               stop_on_signal],
+                     logger=loggers or False, plugins=trainer_plugins(cfg), default_root_dir=cfg.paths.output_dir)
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return the value a sweeper optimises (cfg.optimized_metric)."""
     started = time.perf_counter()
@@ -91,14 +106,8 @@ def run(cfg: DictConfig) -> float | None:
 
     datamodule, model = instantiate_data_and_model(cfg)
     resume_from = resume_checkpoint(cfg, model)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
-    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar it was told not to show
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    stop_on_signal = StopOnSignal(output_dir / "checkpoints" / "last.ckpt")
-    loggers = [instantiate(c) for c in cfg.logger.values() if c]
-    trainer = L.Trainer(**cfg.trainer, callbacks=[*callbacks, RandomState(), stop_on_signal],
-                        logger=loggers or False, plugins=trainer_plugins(cfg), default_root_dir=str(output_dir))
-
+    trainer = make_trainer(cfg)
+    stop_on_signal = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     if stop_on_signal.received:
         stop_interrupted(trainer, stop_on_signal, output_dir, started)

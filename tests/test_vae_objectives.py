@@ -135,7 +135,7 @@ class LossSpy(L.Callback):
         self.steps = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_step")}
+        logged = {k: float(v) for k, v in pl_module.train_log.latest.items()}
         progress = trainer.current_epoch + batch_idx / trainer.num_training_batches
         self.steps.append((progress, float(outputs["loss"]), logged))
 
@@ -153,17 +153,17 @@ def test_beta_warmup_and_capacity_reach_the_training_loss(capacity, tmp_path):
     assert len(spy.steps) == 8
     for progress, loss, logged in spy.steps:
         weight = beta * min(1.0, progress / warmup)
-        assert logged["train/kl_weight_step"] == pytest.approx(weight)
-        recon, kl = logged["train/recon_step"], logged["train/kl_step"]
+        assert logged["train/kl_weight"] == pytest.approx(weight)
+        recon, kl = logged["train/recon"], logged["train/kl"]
         if capacity is None:
             expected = recon + weight * kl
         else:
             target = capacity * min(1.0, progress / capacity_epochs)
-            assert logged["train/capacity_step"] == pytest.approx(target)
+            assert logged["train/capacity"] == pytest.approx(target)
             expected = recon + weight * abs(kl - target)
         assert loss == pytest.approx(expected, rel=1e-5)
-    assert spy.steps[0][2]["train/kl_weight_step"] == 0.0
-    assert spy.steps[-1][2]["train/kl_weight_step"] == beta
+    assert spy.steps[0][2]["train/kl_weight"] == 0.0
+    assert spy.steps[-1][2]["train/kl_weight"] == beta
 
 
 def test_autoencoder_samples_from_its_fitted_code_distribution():

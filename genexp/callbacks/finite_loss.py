@@ -6,18 +6,31 @@ import torch
 from genexp.errors import DivergedError
 
 
+def step_scalars(trainer: L.Trainer, pl_module: L.LightningModule, outputs) -> tuple[list[str], torch.Tensor]:
+    """Names and values of this step's `train/` scalars (a genexp module's TrainLog, else what was
+    `self.log`ged) and of the loss training_step returned."""
+    train_log = getattr(pl_module, "train_log", None)
+    if train_log is not None and train_log.values is not None:
+        names, values = list(train_log.names), [train_log.values]
+    else:
+        logged = {k: v for k, v in trainer.callback_metrics.items()
+                  if k.startswith("train/") and isinstance(v, torch.Tensor)}
+        names, values = list(logged), [v.detach().float().reshape(1) for v in logged.values()]
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    if isinstance(loss, torch.Tensor):
+        names.append("the loss of training_step")
+        values.append(loss.detach().float().reshape(1))
+    return names, torch.cat(values) if values else torch.zeros(0)
+
+
 class FiniteLoss(L.Callback):
-    """Checks the loss a training step returns and every `train/` value logged for the step."""
+    """Checks the loss a training step returns and every `train/` scalar of the step."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        values = {k: v for k, v in trainer.callback_metrics.items()
-                  if k.startswith("train/") and isinstance(v, torch.Tensor)}
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
-            values["the loss of training_step"] = loss
-        if not values or torch.stack([v.detach().float().reshape(()) for v in values.values()]).isfinite().all():
+        names, values = step_scalars(trainer, pl_module, outputs)
+        if values.isfinite().all():
             return  # one device sync per step
-        name, value = next((k, v.item()) for k, v in values.items() if not v.isfinite().all())
+        name, value = next((n, v.item()) for n, v in zip(names, values) if not v.isfinite())
         raise DivergedError(f"{name} is {value} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
                             f"lower optimizer.lr, set trainer.gradient_clip_val, or check the data's value range")

@@ -29,7 +29,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
                         f"or unpack cifar-10-python.tar.gz into data.root={path.parent.parent}") from error
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as error:
         raise DataError(f"CIFAR-10 batch {path} is unreadable ({type(error).__name__}: {error}); "
-                        f"delete it and download again") from error
+                        f"delete it and run with data.download=true to fetch it again") from error
 
 
 class CIFAR10DataModule(ImageTensorDataModule):

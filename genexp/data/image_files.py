@@ -32,7 +32,7 @@ def find_images(folder: Path, recursive: bool) -> list[Path]:
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not files:
         where = f"{folder} or its subfolders" if recursive else str(folder)
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {where}")
+        raise DataError(f"data.root: no images ({', '.join(IMAGE_SUFFIXES)}) found in {where}")
     return files
 
 
@@ -82,7 +82,8 @@ class ImageFiles(Dataset):
                     raise DataError(f"cannot decode image {self.files[i]} ({error}); remove it, "
                                     f"or set data.skip_corrupt=true") from error
                 warnings.warn(f"skipping undecodable image {self.files[i]} ({error})", stacklevel=2)
-        raise DataError(f"none of the {len(self.files)} images from {self.files[0].parent} can be decoded")
+        raise DataError(f"none of the {len(self.files)} images from {self.files[0].parent} can be decoded; "
+                        f"check data.root")
 
 
 class ImageFilesDataModule(ImageDataModule):
@@ -127,7 +128,7 @@ class ImageFilesDataModule(ImageDataModule):
             raise DataError(f"cannot read image {path}: {reason}{more}; remove it, or set "
                             f"data.skip_corrupt=true to skip unreadable images")
         if len(bad) == len(files):
-            raise DataError(f"none of the {len(files)} images under {self.root} can be read")
+            raise DataError(f"none of the {len(files)} images under {self.root} can be read; check data.root")
         if bad:
             self.skipped = [path for path, _ in bad]
             rank_zero_warn(f"skipped {len(bad)} unreadable of {len(files)} images "

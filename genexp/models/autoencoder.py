@@ -105,10 +105,10 @@ class AutoEncoder(GenerativeModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, labels = batch
         loss, logs = self.training_loss(x, labels, batch_idx)
-        self.log("train/loss", loss, on_step=True, on_epoch=True)
-        self.log_dict({f"train/{name}": value for name, value in logs.items()}, on_step=True, on_epoch=True)
+        scalars = {"train/loss": loss} | {f"train/{name}": value for name, value in logs.items()}
         if self.hparams.learn_sigma:
-            self.log("train/sigma", self.likelihood.sigma, on_step=False, on_epoch=True)
+            scalars["train/sigma"] = self.likelihood.sigma
+        self.log_train(scalars, len(x))
         return loss
 
     def evaluation_metrics(self, x: Tensor, labels: Tensor, stage: str) -> dict[str, Tensor]:

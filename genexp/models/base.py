@@ -12,6 +12,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from torch import Tensor
+
+from genexp.models.train_log import TrainLog
 
 
 class GenerativeModule(L.LightningModule):
@@ -23,6 +26,15 @@ class GenerativeModule(L.LightningModule):
         # The metric this objective is judged by: checkpoints and sweeps read it from here.
         self.monitor = monitor
         self.monitor_mode = monitor_mode
+        self.train_log = TrainLog()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning records the running hook's name here around every hook call (tens of times per
+        # step); nn.Module's checks for parameters and submodules would cost more than the hook.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def make_optimizer(self, params, **overrides: Any) -> torch.optim.Optimizer:
         cfg = {k: v for k, v in self.optimizer_cfg.items() if k != "name"} | overrides
@@ -40,6 +52,29 @@ class GenerativeModule(L.LightningModule):
         for i, optimizer in enumerate(self.trainer.optimizers):
             suffix = "" if i == 0 else f"_{i}"
             self.log(f"lr{suffix}", optimizer.param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def logs_this_step(self) -> bool:
+        """Whether Lightning writes step metrics to the loggers after this training step."""
+        return self.trainer._logger_connector.should_update_logs or bool(self.trainer.fast_dev_run)
+
+    def log_train(self, scalars: dict[str, Tensor], batch_size: int) -> None:
+        """This training step's scalars (names under train/): see genexp.models.train_log."""
+        self.train_log.add(scalars, batch_size)
+        if self.logs_this_step() and self.loggers:
+            # Straight to the loggers, as Lightning writes its own step metrics (with the epoch, at its
+            # step count), but without `self.log`, which costs more than the write, and without a flush
+            # per write: the loggers flush at the end of each epoch.
+            values = self.train_log.values.tolist()  # one host sync
+            metrics = {f"{name}_step": value for name, value in zip(self.train_log.names, values)}
+            step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+            for logger in self.loggers:
+                logger.log_metrics(metrics | {"epoch": self.current_epoch}, step=step)
+
+    def on_train_epoch_end(self) -> None:
+        means = self.train_log.epoch_means()
+        if means:  # averaged over the ranks too: each rank saw its own shard of the epoch
+            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True, logger=False)
+            self.log_dict({f"{k}_epoch": v for k, v in means.items()}, on_step=False, on_epoch=True, sync_dist=True)
 
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:

@@ -104,22 +104,22 @@ class MaximumLikelihood(GenerativeModule):
         """The loss: negative log-likelihood per example, averaged over the batch (nats)."""
         return -self.log_prob(x).mean()
 
-    def _log_nll(self, stage: str, x: Tensor, nll: Tensor, **kwargs: Any) -> None:
+    def nll_metrics(self, stage: str, nll: Tensor) -> dict[str, Tensor]:
         metrics = {f"{stage}/nll": nll}
         if self.is_image:
             metrics[f"{stage}/bits_per_dim"] = nll / (self.dims * math.log(2))
-        self.log_dict(metrics, batch_size=len(x), **kwargs)
+        return metrics
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0]
         nll = self.nll(x)
-        self._log_nll("train", x, nll, on_step=True, on_epoch=True)
+        self.log_train(self.nll_metrics("train", nll), len(x))
         return nll
 
     def _evaluate(self, batch, stage: str) -> None:
         x = batch[0]
         nll = self.nll(x)
-        self._log_nll(stage, x, nll, prog_bar=(stage == "val"))
+        self.log_dict(self.nll_metrics(stage, nll), batch_size=len(x), prog_bar=(stage == "val"))
         data_log_prob = getattr(self.trainer.datamodule, "log_prob", None)
         if data_log_prob is not None:
             # The best any model can do: the entropy of p_data, estimated on the same examples.

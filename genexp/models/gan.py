@@ -189,9 +189,12 @@ class GAN(GenerativeModule):
                 scheduler.step()
 
     def grad_norm(self, name: str, module: nn.Module) -> dict[str, Tensor]:
-        """{name: total gradient norm} after a step. Under float16 mixed precision the loss
-        scaler skips steps whose gradients overflowed (and lowers the scale): those are not
-        logged, as they are part of loss scaling, not a divergence."""
+        """{name: total gradient norm} after a step, on the steps whose values reach the loggers
+        (a pass over every gradient costs a few percent of a step). Under float16 mixed precision
+        the loss scaler skips steps whose gradients overflowed (and lowers the scale): those are
+        not logged, as they are part of loss scaling, not a divergence."""
+        if not self.logs_this_step():
+            return {}
         norm = torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None])
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         return {} if scaled and not torch.isfinite(norm) else {name: norm}
@@ -246,11 +249,11 @@ class GAN(GenerativeModule):
         # Counted across epochs (and restored on resume), so short epochs still reach a generator step.
         if (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) % self.n_critic == 0:
             terms |= self.generator_step(len(real), labels, opt_g)
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True,
-                      batch_size=len(real))
+        self.log_train({f"train/{k}": v for k, v in terms.items()}, len(real))
         self.step_schedulers("step")
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.step_schedulers("epoch")
 
     # --- evaluation -----------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""scripts/benchmark.py compares like with like: its hand-written steps do exactly what genexp's
+training steps do, and its overhead entries measure genexp's own Trainer."""
+
+import copy
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import REPO, compose_config
+from fake_data import write_mnist_format
+from genexp.train import instantiate_data_and_model, make_trainer
+
+sys.path.insert(0, str(REPO / "scripts"))
+import benchmark  # noqa: E402
+
+
+class SameNoise(L.Callback):
+    """Keeps the first training batch and seeds torch just before its step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batch = [t.clone() for t in batch]
+        torch.manual_seed(123)
+
+
+@pytest.mark.parametrize("model_name", ["vae", "dcgan"])
+def test_a_plain_step_updates_the_weights_as_a_genexp_step(model_name, tmp_path):
+    write_mnist_format(tmp_path / "data", "MNIST", n_train=40, n_test=8)
+    overrides = [f"model={model_name}", "data=mnist", f"data.root={tmp_path / 'data'}", "data.image_size=16",
+                 "data.cache_dir=null", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                 "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+                 "logger=none", "callbacks=none"]
+    if model_name == "dcgan":
+        overrides += ["model.g_width=8", "model.d_width=8"]
+    cfg = compose_config(overrides, tmp_path / "run")
+    datamodule, model = instantiate_data_and_model(cfg)
+    plain, initial = copy.deepcopy(model), copy.deepcopy(model.state_dict())
+    step = (benchmark.gan_step if model_name == "dcgan" else benchmark.vae_step)(plain, plain.configure_optimizers())
+    same_noise = SameNoise()
+    make_trainer(cfg, same_noise).fit(model, datamodule=datamodule)
+
+    torch.manual_seed(123)
+    step(*same_noise.batch)
+    trained, by_hand = model.state_dict(), plain.state_dict()
+    assert trained.keys() == by_hand.keys()
+    assert any(not torch.equal(trained[k], initial[k]) for k in trained)  # the step did train
+    for key in trained:
+        torch.testing.assert_close(trained[key], by_hand[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_overhead_entries_time_genexps_trainer_with_its_callbacks(tmp_path):
+    write_mnist_format(tmp_path / "data", "MNIST", n_train=60, n_test=8)
+    settings = {"batch_size": 8, "batches": 3, "repeats": 2, "gan_width": 8}
+    result = benchmark.overhead("vae", 16, tmp_path / "data", tmp_path, settings)
+    assert result["ratio"] == pytest.approx(result["genexp"] / result["baseline"])
+    assert result["genexp"] > 0 and result["baseline"] > 0 and result["repeats"] == 2
+    per_step = 1000 * 8 * (1 / result["genexp"] - 1 / result["baseline"])
+    assert result["overhead_ms_per_step"] == pytest.approx(per_step)
+    assert {"FiniteLoss", "SampleGrid", "StopOnSignal"} <= set(result["callbacks"])
+    assert result["loggers"] == ["TensorBoardLogger"]
+    table = benchmark.markdown({"entries": {"overhead_vae_16": result}})
+    assert table.splitlines()[2].startswith(f"| overhead_vae_16 | {result['genexp']:.4g} |")
