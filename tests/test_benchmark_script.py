@@ -59,5 +59,8 @@ def test_overhead_entries_time_genexps_trainer_with_its_callbacks(tmp_path):
     assert result["overhead_ms_per_step"] == pytest.approx(per_step)
     assert {"FiniteLoss", "SampleGrid", "StopOnSignal"} <= set(result["callbacks"])
     assert result["loggers"] == ["TensorBoardLogger"]
-    table = benchmark.markdown({"entries": {"overhead_vae_16": result}})
-    assert table.splitlines()[2].startswith(f"| overhead_vae_16 | {result['genexp']:.4g} |")
+    machine = {"cpu": benchmark.cpu_name(), "cores": 2, "torch_threads": 1, "gpu": None, "torch": "2", "lightning": "2"}
+    table = benchmark.markdown({"mode": "quick", "date": "2026-01-01", "seconds": 1.0, "machine": machine,
+                                "entries": {"overhead_vae_16": result}}).splitlines()
+    assert table[0].startswith("quick mode, 2026-01-01, ") and "no GPU" in table[0]
+    assert table[4].startswith(f"| overhead_vae_16 | {result['genexp']:.4g} | {result['baseline']:.4g} |")

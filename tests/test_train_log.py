@@ -50,4 +50,5 @@ def test_step_values_follow_log_every_n_steps_and_epoch_means_match_the_steps(tm
         steps = [(n, loss) for e, n, loss in seen if e == epoch]
         expected = sum(n * loss for n, loss in steps) / sum(n for n, _ in steps)
         assert float(row["train/loss_epoch"]) == pytest.approx(expected, rel=1e-5)
+        assert float(row["lr"]) == pytest.approx(1e-3)
     assert trainer.callback_metrics["train/loss"].item() == pytest.approx(float(epoch_rows[-1]["train/loss_epoch"]))

@@ -48,11 +48,6 @@ class GenerativeModule(L.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_cfg.get("interval", "epoch")}}
 
-    def on_train_epoch_start(self) -> None:
-        for i, optimizer in enumerate(self.trainer.optimizers):
-            suffix = "" if i == 0 else f"_{i}"
-            self.log(f"lr{suffix}", optimizer.param_groups[0]["lr"], on_step=False, on_epoch=True)
-
     def logs_this_step(self) -> bool:
         """Whether Lightning writes step metrics to the loggers after this training step."""
         return self.trainer._logger_connector.should_update_logs or bool(self.trainer.fast_dev_run)
@@ -71,6 +66,10 @@ class GenerativeModule(L.LightningModule):
                 logger.log_metrics(metrics | {"epoch": self.current_epoch}, step=step)
 
     def on_train_epoch_end(self) -> None:
+        # The learning rate of the epoch (before epoch schedulers step), once per epoch.
+        lrs = {f"lr{'' if i == 0 else f'_{i}'}": optimizer.param_groups[0]["lr"]
+               for i, optimizer in enumerate(self.trainer.optimizers)}
+        self.log_dict(lrs, on_step=False, on_epoch=True)
         means = self.train_log.epoch_means()
         if means:  # averaged over the ranks too: each rank saw its own shard of the epoch
             self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True, logger=False)
