@@ -2,7 +2,7 @@
 
 By the time training starts, half a million objects (modules, configs, Lightning's machinery)
 are tracked by the collector, and each full collection walks them all: about 90 ms on a CPU,
-triggered every few hundred steps by the objects a training step creates. Moving them to the
+triggered again and again by the objects the training steps create. Moving them to the
 permanent generation (`gc.freeze`) leaves collections only the new objects to walk."""
 
 import gc
