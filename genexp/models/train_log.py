@@ -3,9 +3,10 @@
 Lightning's `self.log` moves and accumulates every value in its result collection: about 0.7 ms
 a call on a CPU, a tenth of a small model's training step when a step logs four values. A
 training step hands all its scalars to a TrainLog instead: one `torch.stack` per step and no
-host sync. The module writes them through `self.log` only where Lightning would write step
-values to the loggers (every `trainer.log_every_n_steps` steps), and their epoch means once per
-epoch, under Lightning's own names (`<name>_step`, `<name>_epoch`, and `<name>` for callbacks).
+host sync. The module (genexp.models.base) writes the step values straight to the loggers where
+Lightning writes its own step metrics (every `trainer.log_every_n_steps` steps), and their epoch
+means through `self.log` once per epoch, under Lightning's names (`<name>_step`, `<name>_epoch`,
+and `<name>` for callbacks).
 """
 
 import torch
