@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.syntax import Syntax
-from rich.tree import Tree
 
 
 def print_config_tree(cfg: DictConfig) -> None:
     """The composed config as a rich tree, one branch per top-level group."""
+    # Imported here: the command line reaches this module for metrics.json alone.
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
     tree = Tree("[bold]config[/bold]")
     for key, value in cfg.items():
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)

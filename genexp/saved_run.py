@@ -10,7 +10,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.checkpoint_io import read_checkpoint
-from genexp.errors import ConfigError, GenexpError
+from genexp.errors import ConfigError, find_user_error
 from genexp.train import instantiate_data_and_model
 
 
@@ -67,12 +67,16 @@ def parse_cli(argv: list[str], usage: str, defaults: dict) -> DictConfig:
 
 
 def exit_on_user_error(main):
-    """Report a GenexpError as one line and exit 2, like `python -m genexp`."""
+    """Report a GenexpError (also one that Hydra's instantiate wrapped) as one line and exit 2,
+    like `python -m genexp`."""
     def wrapped(argv: list[str] | None = None) -> None:
         try:
             main(sys.argv[1:] if argv is None else argv)
-        except GenexpError as error:
-            print(f"genexp: error: {error}", file=sys.stderr)
+        except Exception as error:
+            user_error = find_user_error(error)
+            if user_error is None:
+                raise
+            print(f"genexp: error: {user_error}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped

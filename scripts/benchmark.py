@@ -23,7 +23,7 @@ odd Trainer epochs and after even ones); the median is reported. Each Trainer ep
 from its start to its end, before the other callbacks' end-of-epoch work (image grids): their
 per-step work is inside the timing.
 
-    python scripts/benchmark.py --quick --out outputs/benchmarks/quick.json   # < 2 min on 2 CPU cores
+    python scripts/benchmark.py --quick --out outputs/benchmarks/quick.json   # about 1 min on 2 CPU cores
     python scripts/benchmark.py --out outputs/benchmarks/full.json            # the configs' networks, FID on 10,000
 """
 
@@ -171,7 +171,7 @@ def overhead(model_name: str, size: int, root: Path, scratch: Path, s: dict) -> 
 
 # --- data path, CLI, evaluation, memory -------------------------------------------------------
 def data_path(root: Path, cache: Path, s: dict) -> dict:
-    tensors = tensor_module(root, cache, 128, "cpu")
+    tensors = tensor_module(root, cache, 128)
     per_sample = per_sample_loader(root, 128, 0, "cpu")
     tensor_s = data_epoch_seconds(tensors.train_dataloader(), lambda b: tensors.on_after_batch_transfer(b, 0),
                                   "cpu", 2)
@@ -258,7 +258,7 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small nets and few batches: under 2 min on 2 CPU cores")
+    parser.add_argument("--quick", action="store_true", help="narrower DCGAN, fewer and shorter epochs: about 1 min on 2 CPU cores")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks" / "benchmark.json")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the idx writer of the test suite
 
 from fake_data import write_mnist_format  # noqa: E402
 
+from genexp.data.image_tensor import batch_as_is  # noqa: E402
 from genexp.data.torchvision_mnist import MNISTDataModule  # noqa: E402
 from genexp.models.gan import GAN  # noqa: E402
 
@@ -42,7 +43,7 @@ def per_sample_loader(root: Path, batch_size: int, workers: int, device: str) ->
                       persistent_workers=workers > 0, pin_memory=device == "cuda")
 
 
-def tensor_module(root: Path, cache: Path, batch_size: int, device: str) -> MNISTDataModule:
+def tensor_module(root: Path, cache: Path, batch_size: int) -> MNISTDataModule:
     # The whole training file is the train split here, as in the per-sample path.
     dm = MNISTDataModule(root=str(root), image_size=28, shape=[1, 28, 28], num_classes=10, batch_size=batch_size,
                          val_fraction=0.0, value_range=[-1.0, 1.0], cache_dir=str(cache))
@@ -103,16 +104,13 @@ def main() -> None:
         if root is None:
             root = Path(scratch) / "data"
             write_mnist_format(root, "MNIST", n_train=args.n_images, n_test=16)
-        dm = tensor_module(root, Path(scratch) / "cache", args.batch_size, args.device)
+        dm = tensor_module(root, Path(scratch) / "cache", args.batch_size)
         per_sample = per_sample_loader(root, args.batch_size, args.workers, args.device)
         n_images = len(per_sample.dataset)
 
-        def as_is(batch):
-            return batch
-
         data = {"tensor_s": data_epoch_seconds(dm.train_dataloader(), lambda b: dm.on_after_batch_transfer(b, 0),
                                                args.device, args.epochs),
-                "per_sample_s": data_epoch_seconds(per_sample, as_is, args.device, args.epochs)}
+                "per_sample_s": data_epoch_seconds(per_sample, batch_as_is, args.device, args.epochs)}
         train = {"tensor_s": train_epoch_seconds({"datamodule": dm}, args.device, args.epochs, args.width),
                  "per_sample_s": train_epoch_seconds({"train_dataloaders": per_sample}, args.device, args.epochs,
                                                      args.width)}

@@ -37,7 +37,7 @@ def test_run_dir_holds_config_checkpoints_samples_and_metrics(default_run):
 
 def test_config_tree_is_printed(default_run):
     _, result = default_run
-    assert "config" in result.stdout and "latent_dim" in result.stdout
+    assert "latent_dim" in result.stdout and "hidden_dims" in result.stdout
 
 
 def test_tensorboard_has_scalars_images_and_hparams(default_run):

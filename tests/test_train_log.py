@@ -16,7 +16,7 @@ def test_epoch_means_weight_by_batch_size_and_skip_steps_without_a_name():
     log.add({"a": torch.tensor(1.0), "b": torch.tensor(10.0)}, batch_size=4)
     log.add({"a": torch.tensor(3.0)}, batch_size=2)
     log.add({"a": torch.tensor(5.0), "b": torch.tensor(20.0, requires_grad=True) * 1}, batch_size=2)
-    assert log.latest == {"a": 5.0, "b": 20.0}
+    assert log.names == ("a", "b") and log.values.tolist() == [5.0, 20.0]
     means = log.epoch_means()
     assert means["a"].item() == pytest.approx((4 * 1 + 2 * 3 + 2 * 5) / 8)
     assert means["b"].item() == pytest.approx((4 * 10 + 2 * 20) / 6)
@@ -33,7 +33,7 @@ def test_step_values_follow_log_every_n_steps_and_epoch_means_match_the_steps(tm
 
     class Spy(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            seen.append((trainer.current_epoch, len(batch[0]), pl_module.train_log.latest["train/loss"].item()))
+            seen.append((trainer.current_epoch, len(batch[0]), pl_module.train_log.values[pl_module.train_log.names.index("train/loss")].item()))
 
     trainer = L.Trainer(max_epochs=2, log_every_n_steps=3, logger=CSVLogger(tmp_path), callbacks=[Spy()],
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

@@ -135,7 +135,7 @@ class LossSpy(L.Callback):
         self.steps = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        logged = {k: float(v) for k, v in pl_module.train_log.latest.items()}
+        logged = dict(zip(pl_module.train_log.names, pl_module.train_log.values.tolist()))
         progress = trainer.current_epoch + batch_idx / trainer.num_training_batches
         self.steps.append((progress, float(outputs["loss"]), logged))
 

@@ -11,7 +11,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from genexp.callbacks.images import publish_grid
+from genexp.callbacks.images import evaluating, figure_image, publish_grid
 
 PANEL_INCHES = 3.0
 DPI = 80
@@ -67,15 +67,12 @@ class Density2D(L.Callback):
         """The three panels as one (3, H, W) image in [0, 1]."""
         if self._data is None:
             self._prepare_data(trainer.datamodule)
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
+        with evaluating(pl_module):
             samples = pl_module.sample(self.n_samples, generator=torch.Generator().manual_seed(self.seed))
             model_density = None
             if hasattr(pl_module, "log_prob"):
                 log_p = pl_module.log_prob(self._grid().to(pl_module.device))
                 model_density = log_p.exp().view(self.grid_size, self.grid_size).cpu().numpy()
-        pl_module.train(was_training)
 
         fig = Figure(figsize=(3 * PANEL_INCHES, PANEL_INCHES + 0.4), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, 3)
@@ -102,10 +99,8 @@ class Density2D(L.Callback):
         metric = trainer.callback_metrics.get("val/nll")
         fig.suptitle(f"epoch {trainer.current_epoch}" + (f", val nll {float(metric):.3f} nats" if metric is not None
                                                           else ""))
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-        return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+        FigureCanvasAgg(fig)  # a figure made without pyplot renders through a canvas attached to it
+        return figure_image(fig)
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, file_name: str,
               tensorboard: bool = True) -> None:

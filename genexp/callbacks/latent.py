@@ -8,27 +8,15 @@ split during training. Codes are handled flat, (N, D), and given back to `decode
 `encode` returned them.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from genexp.callbacks.images import evaluating
+
 ENCODE_BATCH = 256  # examples per encoder pass when a view reads many codes
-
-
-@contextmanager
-def evaluating(module: L.LightningModule) -> Iterator[None]:
-    """Eval mode without gradients, then the mode the module was in."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
 
 
 def label_kwargs(model: L.LightningModule, labels: Tensor) -> dict[str, Any]:

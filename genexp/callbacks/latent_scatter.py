@@ -7,12 +7,11 @@ saved as PNG and added to TensorBoard as an image.
 
 import lightning as L
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from genexp.callbacks.images import publish_grid
+from genexp.callbacks.images import figure_image, publish_grid
 from genexp.callbacks.latent import Codes, LatentView
 
 
@@ -45,13 +44,6 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, axes: tuple[st
     ax.set_title(title)
     figure.tight_layout()
     return figure
-
-
-def figure_image(figure: Figure) -> torch.Tensor:
-    """The rendered figure as a (3, H, W) tensor in [0, 1]."""
-    figure.canvas.draw()
-    rgba = np.asarray(figure.canvas.buffer_rgba())
-    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255.0
 
 
 class LatentScatter(LatentView):

@@ -4,7 +4,8 @@ import lightning as L
 import torch
 
 from genexp.callbacks.images import image_grid, publish_grid
-from genexp.callbacks.latent import evaluating, label_kwargs
+from genexp.callbacks.images import evaluating
+from genexp.callbacks.latent import label_kwargs
 
 
 class Reconstructions(L.Callback):

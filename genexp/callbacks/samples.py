@@ -5,7 +5,7 @@ import math
 import lightning as L
 import torch
 
-from genexp.callbacks.images import image_grid, publish_grid
+from genexp.callbacks.images import evaluating, image_grid, publish_grid
 
 
 class SampleGrid(L.Callback):
@@ -26,12 +26,9 @@ class SampleGrid(L.Callback):
               tensorboard: bool = True) -> None:
         labels = self._labels(pl_module)
         n = self.n_samples if labels is None else len(labels)
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
+        with evaluating(pl_module):
             # The same seed every time: the same noise, so grids of different epochs line up.
             samples = pl_module.sample(n, labels=labels, generator=torch.Generator().manual_seed(self.seed))
-        pl_module.train(was_training)
         nrow = n // pl_module.num_classes if labels is not None else math.ceil(math.sqrt(n))
         images = trainer.datamodule.to_images(samples)
         publish_grid(trainer, "samples", image_grid(images, nrow), file_name, tensorboard)

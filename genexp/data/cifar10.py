@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
 
 from genexp.data.image_tensor import ImageTensorDataModule, files_fingerprint
 from genexp.errors import DataError
@@ -41,9 +42,12 @@ class CIFAR10DataModule(ImageTensorDataModule):
         self.download_source = download
 
     def download(self) -> None:
-        if self.download_source:
-            for train in (True, False):
-                datasets.CIFAR10(str(self.root), train=train, download=True)
+        official = datasets.CIFAR10.train_list + datasets.CIFAR10.test_list  # [file name, md5]
+        if not self.download_source or all(check_integrity(str(self.root / FOLDER / name), md5)
+                                           for name, md5 in official):
+            return  # a missing or damaged batch is fetched again, as torchvision would
+        # One archive holds both parts; the test part is the smaller one to load.
+        datasets.CIFAR10(str(self.root), train=False, download=True)
 
     def batch_paths(self, part: str) -> list[Path]:
         return [self.root / FOLDER / name for name in PARTS[part]]

@@ -34,7 +34,7 @@ class IndexedTensors(TensorDataset):
         return tuple(t[index] for t in self.tensors)
 
 
-def _batch_as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def batch_as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """Collate for IndexedTensors: the batch is already stacked (module level so workers can pickle it)."""
     return batch
 
@@ -143,10 +143,11 @@ class ImageDataModule(L.LightningDataModule):
         if not self.splits:
             self.splits = self.build_splits()
 
-    def seeded_split(self, n: int, *fractions: float) -> list[torch.Tensor]:
+    def seeded_split(self, n: int, *fractions: float, seed: int | None = None) -> list[torch.Tensor]:
         """A permutation of range(n) cut into len(fractions) + 1 parts: the given fractions
-        first, the rest last. The same `split_seed` gives the same parts on every machine."""
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        first, the rest last. The same seed (default `split_seed`) gives the same parts on
+        every machine."""
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed if seed is None else seed))
         parts, start = [], 0
         for fraction in fractions:
             size = round(n * fraction)
@@ -155,10 +156,10 @@ class ImageDataModule(L.LightningDataModule):
         return parts + [order[start:]]
 
     def tensor_dataset(self, images: torch.Tensor, labels: torch.Tensor) -> IndexedTensors:
-        """A batch-indexed dataset over uint8 images, moved to the accelerator if asked."""
+        """A batch-indexed dataset over uint8 images (already at image_size), moved to the
+        accelerator if asked."""
         if images.shape[1] != self.shape[0]:
             raise ConfigError(f"data.shape has {self.shape[0]} channels but the images have {images.shape[1]}")
-        images = resize_uint8(images, self.image_size)
         if self.preload_to_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
             images, labels = images.to(device), labels.to(device)
@@ -172,7 +173,7 @@ class ImageDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            collate_fn=_batch_as_is if in_memory else None,
+            collate_fn=batch_as_is if in_memory else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available() and not on_device,

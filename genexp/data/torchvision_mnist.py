@@ -21,24 +21,25 @@ class MNISTDataModule(ImageTensorDataModule):
         self.root = Path(root).expanduser().resolve()
         self.source = _SOURCES[variant]
         self.download_source = download
+        self.raw_folder = self.root / self.source.__name__ / "raw"  # where torchvision puts the idx files
+        self.raw_files = [self.raw_folder / Path(url).stem for url, _ in self.source.resources]
 
     def download(self) -> None:
-        if self.download_source:
-            for train in (True, False):
-                self.source(str(self.root), train=train, download=True)
+        if not self.download_source or all(path.is_file() for path in self.raw_files):
+            return
+        # One data set fetches the files of both parts; the test part is the smaller one to load.
+        self.source(str(self.root), train=False, download=True)
 
     def source_fingerprint(self) -> str:
-        raw = self.root / self.source.__name__ / "raw"
-        return files_fingerprint(sorted(raw.glob("*-ubyte")) if raw.is_dir() else [])
+        return files_fingerprint(sorted(self.raw_folder.glob("*-ubyte")) if self.raw_folder.is_dir() else [])
 
     def load_raw(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             dataset = self.source(str(self.root), train=(part == "train"), download=False)
         except RuntimeError as error:
-            raw = self.root / self.source.__name__ / "raw"
-            files = ", ".join(Path(url).stem for url, _ in self.source.resources)
+            files = ", ".join(path.name for path in self.raw_files)
             raise DataError(
-                f"{self.source.__name__} not found: looked for {files} in {raw}. "
+                f"{self.source.__name__} not found: looked for {files} in {self.raw_folder}. "
                 f"Run with data.download=true to fetch it, or copy the idx files there "
                 f"(data.root={self.root})."
             ) from error

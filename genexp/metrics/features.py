@@ -41,8 +41,6 @@ def cache_root(cache_dir: str | None) -> Path:
 class InceptionFeatures(nn.Module):
     """The 2048-d pool features of the FID Inception v3 (Heusel et al. 2017), via torchmetrics."""
 
-    num_features = 2048
-
     def __init__(self, feature_extractor_weights_path: str | None = None, datamodule=None) -> None:
         super().__init__()  # `datamodule`: taken like every extractor's, not needed by this one
         path = Path(feature_extractor_weights_path or
@@ -115,8 +113,6 @@ class ClassifierFeatures(nn.Module):
     """The features of a CompactClassifier trained on the data set's train split, once: the
     weights and a record with their test accuracy are kept in <cache_dir>/extractors/."""
 
-    num_features = CompactClassifier.num_features
-
     def __init__(self, datamodule: L.LightningDataModule, cache_dir: str | None = None, epochs: int = 5,
                  lr: float = 3e-3, seed: int = 0) -> None:
         super().__init__()
@@ -126,12 +122,13 @@ class ClassifierFeatures(nn.Module):
         self.net = CompactClassifier(datamodule.shape[0], datamodule.num_classes)
         weights = cache_root(cache_dir) / "extractors" / f"classifier-{dataset_key(datamodule)}-e{epochs}-s{seed}.pt"
         if not weights.is_file():
-            self.record = self._train(datamodule, epochs, lr, seed)
+            record = self._train(datamodule, epochs, lr, seed)
             weights.parent.mkdir(parents=True, exist_ok=True)
+            # The record first: weights on disk always have theirs beside them.
+            weights.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
             tmp = weights.with_name(f"{weights.name}.{os.getpid()}.tmp")
             torch.save(self.net.state_dict(), tmp)
             tmp.replace(weights)
-            weights.with_suffix(".json").write_text(json.dumps(self.record, indent=2) + "\n")
         self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.record = json.loads(weights.with_suffix(".json").read_text())
         self.net.eval()

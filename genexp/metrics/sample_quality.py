@@ -10,6 +10,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from genexp.callbacks.images import evaluating
 from genexp.data.image_tensor import cached_tensors
 from genexp.metrics.features import cache_root, dataset_key, extract, real_images
 
@@ -96,11 +97,8 @@ def draw_images(model: L.LightningModule, datamodule: L.LightningDataModule, n: 
     num_classes = getattr(model, "num_classes", None)
     labels = torch.arange(n) % num_classes if num_classes else None
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model):
         images = torch.cat([datamodule.to_images(model.sample(
             len(chunk), labels=None if labels is None else labels[chunk].to(model.device), generator=generator).cpu())
             for chunk in torch.arange(n).split(batch_size)])
-    model.train(was_training)
     return images

@@ -70,10 +70,11 @@ class GenerativeModule(L.LightningModule):
         lrs = {f"lr{'' if i == 0 else f'_{i}'}": optimizer.param_groups[0]["lr"]
                for i, optimizer in enumerate(self.trainer.optimizers)}
         self.log_dict(lrs, on_step=False, on_epoch=True)
-        means = self.train_log.epoch_means()
-        if means:  # averaged over the ranks too: each rank saw its own shard of the epoch
-            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True, logger=False)
-            self.log_dict({f"{k}_epoch": v for k, v in means.items()}, on_step=False, on_epoch=True, sync_dist=True)
+        # Averaged over the ranks too (each rank saw its own shard of the epoch), once for both names.
+        means = {k: self.trainer.strategy.reduce(v, reduce_op="mean") for k, v in self.train_log.epoch_means().items()}
+        if means:
+            self.log_dict(means, on_step=False, on_epoch=True, logger=False)
+            self.log_dict({f"{k}_epoch": v for k, v in means.items()}, on_step=False, on_epoch=True)
 
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
