@@ -4,10 +4,13 @@ Only Hydra and OmegaConf are imported here; torch is imported when a run really 
 so `--cfg job`, `--help` and `--info` answer at once.
 """
 
+import difflib
+import os
 import signal
 import sys
 
 import hydra
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from genexp import jobs
@@ -35,15 +38,33 @@ def _train(cfg: DictConfig) -> float | None:
         sys.exit(128 + signal.Signals[stop.signal_name])
     except Exception as error:
         user_error = find_user_error(error)
-        if not isinstance(user_error, RunDirError):  # never overwrite another run's record
-            jobs.record_failure(error)
-        if jobs.in_sweep():  # the other jobs of the sweep go on
+        if jobs.in_sweep():  # the job keeps its failure record; the other jobs of the sweep go on
+            if not isinstance(user_error, RunDirError):  # never overwrite another run's record
+                jobs.record_failure(error)
             print(f"genexp: job failed: {user_error or repr(error)} (recorded in {jobs.job_dir()})", file=sys.stderr)
             return jobs.failure_value()
+        # A single run refused before training leaves no directory behind; a later failure its record.
+        removed = jobs.discard_unstarted_run()
+        if not removed and not isinstance(user_error, RunDirError):
+            jobs.record_failure(error)
         if user_error is None:
             raise
         print(f"genexp: error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def hydra_error_message(error: HydraException) -> str:
+    """Hydra's message on one or two lines, with a guess for a mistyped option of a group."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, option = (error.missing_cfg_file or "").rpartition("/")
+        guess = difflib.get_close_matches(option, error.options, n=1)
+        hint = f"did you mean {group}={guess[0]}? " if guess else ""
+        return f"{group}={option} is not an option of {group}: {hint}the options are {', '.join(error.options)}"
+    if error.__cause__ is not None:
+        cause = str(error.__cause__).splitlines()[0]
+        message = f"{message} ({cause})"
+    return message
 
 
 def main() -> None:
@@ -52,7 +73,18 @@ def main() -> None:
     except RunDirError as error:
         print(f"genexp: error: {error}", file=sys.stderr)
         sys.exit(2)
-    _train()
+    # Hydra prints its own errors (composition, overrides) and exits 1; with HYDRA_FULL_ERROR it
+    # raises them, so that they are reported here like every other error, unless the user asked
+    # for Hydra's full traces.
+    full_errors = "HYDRA_FULL_ERROR" in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _train()
+    except HydraException as error:
+        if full_errors:
+            raise
+        print(f"genexp: error: {hydra_error_message(error)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ Every directory below the given one that holds a metrics.json is a run. The tabl
 per run: the overrides that differ between runs (from .hydra/overrides.yaml), the status, and
 the final metrics. It is printed with rich and written as compare.md and compare.csv; with
 --plot a metric is drawn against a swept hyperparameter (compare_<metric>_vs_<hparam>.png).
+
+The printed table fits the terminal and never cuts a key name or a value: when it is too wide
+with one-line headers, each header is broken after its '.', '/' and '_' into lines as narrow as
+the column's values, and columns that still do not fit go on in further tables, each starting
+with the run column.
 """
 
 import argparse
@@ -19,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 DEFAULT_METRICS = ["test/*"]  # beside each run's monitored metric
@@ -107,13 +113,61 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def print_table(runs: list[Run], columns: list[str], title: str) -> None:
+def key_pieces(key: str) -> list[str]:
+    """A key cut after each '.', '/' and '_': the places where its header may break a line."""
+    return re.findall(r"[^./_]*[./_]|[^./_]+$", key)
+
+
+def broken_key(key: str, width: int) -> str:
+    """The key on lines of at most `width` characters (but whole pieces), broken after separators."""
+    lines = [""]
+    for piece in key_pieces(key):
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
+def _table(runs: list[Run], columns: list[str], headers: dict[str, str], title: str | None) -> Table:
+    # overflow="fold": a cell wider than its column (a long run name) wraps whole, never "…".
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="right" if "/" in column else "left")
+        table.add_column(headers[column], justify="right" if "/" in column else "left", overflow="fold")
     for run in runs:
         table.add_row(*(_text(run.cells[c]) for c in columns), style="red" if run.status != "completed" else None)
-    Console(width=max(120, Console().width)).print(table)
+    return table
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
+def tables(runs: list[Run], columns: list[str], title: str, console: Console) -> list[Table]:
+    """The table as it fits `console`: one table with one-line headers if it fits, else headers
+    broken after separators to the width of the values, over as many tables as the columns need
+    (the run column starts each)."""
+    whole = _table(runs, columns, {c: c for c in columns}, title)
+    if _natural_width(console, whole) <= console.width:
+        return [whole]
+    headers = {}
+    for c in columns:
+        widest = max([len(_text(run.cells[c])) for run in runs] + [len(p) for p in key_pieces(c)])
+        headers[c] = broken_key(c, widest)
+    first, rest = columns[:1], columns[1:]
+    groups = [first]
+    for column in rest:
+        trial = groups[-1] + [column]
+        if len(groups[-1]) > len(first) and _natural_width(console, _table(runs, trial, headers, None)) > console.width:
+            groups.append(first + [column])
+        else:
+            groups[-1] = trial
+    return [_table(runs, group, headers, title if i == 0 else "(continued)") for i, group in enumerate(groups)]
+
+
+def print_table(runs: list[Run], columns: list[str], title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    for table in tables(runs, columns, title, console):
+        console.print(table)
 
 
 def write_markdown(runs: list[Run], columns: list[str], path: Path) -> None:

@@ -11,6 +11,7 @@ conf/feature_extractor/<name>.yaml; feature_extractor=none skips this), and writ
 import time
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 
 from genexp.callbacks.samples import SampleGrid
 from genexp.metrics.features import extractor_from_config
@@ -37,7 +38,7 @@ def evaluate(saved: SavedRun, n_samples: int = 64, seed: int | None = None,
     datamodule, model = saved.build()
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                         limit_test_batches=cfg.trainer.limit_test_batches, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False,
+                        enable_model_summary=False, callbacks=[RichProgressBar(leave=False)],
                         default_root_dir=str(saved.run_dir))
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}

@@ -80,29 +80,107 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return resumed
 
 
-class WritableRunDir(Callback):
-    """Hydra callback (conf/hydra/default.yaml): a run or sweep directory that cannot be written
-    (read-only, a file on the way, no space) stops the command with one line before Hydra
-    writes into it."""
+class RunDirGuard(Callback):
+    """Hydra callback (conf/hydra/default.yaml), called before Hydra writes anything: a new run
+    claims an empty directory of its own and a sweep an empty sweep directory, or the command
+    stops with one line (exit 2) and every file of an earlier run stays as it was."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        _check_writable(config, "hydra.run.dir")
+        HydraConfig.instance().set_config(config)  # as Hydra does next: the directory pattern reads it
+        directory = Path(OmegaConf.select(config, "hydra.run.dir")).absolute()
+        if config.get("resume") or rejoins_run(directory):
+            _make_writable(directory, "hydra.run.dir")
+            return
+        _refuse_if_taken(directory, "hydra.run.dir")
+        new_dirs = [d for d in (directory, *directory.parents) if not d.exists()]
+        _make_writable(directory, "hydra.run.dir")
+        # Hydra's record folder, made here and atomically: of two runs started together into one
+        # directory, only the one that makes it goes on.
+        marker = directory / (config.hydra.output_subdir or ".genexp_run")
+        try:
+            marker.mkdir()
+        except FileExistsError:
+            _refuse(f"{directory} already holds a run (another run claimed it just now); choose another "
+                    f"directory with hydra.run.dir=...")
+        global _claimed
+        _claimed = (directory, new_dirs)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        _check_writable(config, "hydra.sweep.dir")
+        HydraConfig.instance().set_config(config)
+        directory = Path(OmegaConf.select(config, "hydra.sweep.dir")).absolute()
+        _refuse_if_taken(directory, "hydra.sweep.dir")
+        _make_writable(directory, "hydra.sweep.dir")
 
 
-def _check_writable(config: DictConfig, key: str) -> None:
-    HydraConfig.instance().set_config(config)  # as Hydra does next: the directory pattern reads it
-    directory = Path(OmegaConf.select(config, key))
+# The directory this process claimed for its single run, and those it created for it (deepest
+# first; none where the directory existed empty): what a run refused before training removes.
+_claimed: tuple[Path, list[Path]] | None = None
+_training_started = False
+
+
+def is_worker() -> bool:
+    """A distributed process other than the first (Lightning's DDP launcher and torchrun set these)."""
+    return any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+
+
+def rejoins_run(directory: Path) -> bool:
+    """A process that joins a run started by another: a DDP worker launched into rank 0's directory,
+    or a SLURM job requeued into its own directory to continue from its hpc checkpoint."""
+    return is_worker() or ("SLURM_JOB_ID" in os.environ and any(directory.glob("hpc_ckpt_*.ckpt")))
+
+
+def _refuse_if_taken(directory: Path, key: str) -> None:
+    taken = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    if taken:
+        shown = ", ".join(taken[:4]) + (", ..." if len(taken) > 4 else "")
+        _refuse(f"{directory} already holds a run ({shown}); choose another directory with {key}=..."
+                + (f", or continue it with resume={directory}" if key == "hydra.run.dir" else ""))
+
+
+def _make_writable(directory: Path, key: str) -> None:
+    """Create the directory and check that a file can be written there (read-only, a file on the
+    way, no space), before Hydra writes into it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
-        print(f"genexp: error: cannot write the run directory {directory} ({error.strerror or error}); "
-              f"choose another with {key}=... or GENEXP_LOG_DIR=...", file=sys.stderr)
-        sys.exit(2)
+        _refuse(f"cannot write the run directory {directory} ({error.strerror or error}); "
+                f"choose another with {key}=... or GENEXP_LOG_DIR=...")
+
+
+def _refuse(message: str) -> None:
+    print(f"genexp: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def mark_training_started() -> None:
+    global _training_started
+    _training_started = True
+
+
+def discard_unstarted_run() -> bool:
+    """Remove the directory of a single run refused before its first training step (it held
+    nothing but this run's own records); True if it was removed."""
+    if _claimed is None or _training_started or in_sweep():
+        return False
+    import logging
+    import shutil
+
+    for handler in logging.getLogger().handlers:  # Hydra's cli.log is open in the run directory
+        handler.close()
+    run_dir, new_dirs = _claimed
+    if new_dirs:  # created by this run, with any parents it needed
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in new_dirs[1:]:
+            try:
+                parent.rmdir()  # a parent that another run has written into since stays
+            except OSError:
+                break
+    else:  # it existed empty before: empty again
+        for child in run_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return True
 
 
 def job_dir() -> Path:
@@ -111,7 +189,7 @@ def job_dir() -> Path:
 
 def record_failure(error: BaseException) -> None:
     """metrics.json with status 'failed', the error and its traceback, in this job's directory."""
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if rejoins_run(job_dir()):
         return  # rank 0 writes the record
     write_metrics(job_dir() / "metrics.json", {
         "status": "failed",
@@ -175,3 +253,20 @@ def short_dirname(override_dirname: str, limit: int = 160) -> str:
         return override_dirname
     digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
     return f"{override_dirname.encode()[:limit - 9].decode(errors='ignore')}~{digest}"
+
+
+def run_overrides() -> list[str]:
+    """The command line's overrides of this run (none outside a Hydra job, as in tests)."""
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.", "resume="))]
+
+
+def run_choices(cfg: DictConfig) -> tuple[str, str]:
+    """The model and data options of a run (`model=dcgan` -> 'dcgan'); outside a Hydra job, the
+    class names of their targets."""
+    if HydraConfig.initialized() and not cfg.get("resume"):  # a resumed run's choices are its saved ones
+        choices = HydraConfig.get().runtime.choices
+        if choices.get("model") and choices.get("data"):
+            return choices.model, choices.data
+    return tuple(str(cfg[group].get("_target_", group)).rsplit(".", 1)[-1] for group in ("model", "data"))

@@ -10,6 +10,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.checkpoint_io import read_checkpoint
+from genexp.console import quiet_library_chatter
 from genexp.errors import ConfigError, find_user_error
 from genexp.train import instantiate_data_and_model
 
@@ -70,6 +71,7 @@ def exit_on_user_error(main):
     """Report a GenexpError (also one that Hydra's instantiate wrapped) as one line and exit 2,
     like `python -m genexp`."""
     def wrapped(argv: list[str] | None = None) -> None:
+        quiet_library_chatter()
         try:
             main(sys.argv[1:] if argv is None else argv)
         except Exception as error:

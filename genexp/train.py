@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -18,17 +18,41 @@ from genexp.callbacks.random_state import RandomState
 from genexp.callbacks.stop_on_signal import StopOnSignal
 from genexp.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from genexp.errors import CheckpointError, RunDirError, RunInterrupted, find_user_error
-from genexp.report import flatten, print_config_tree, scalar_metrics, write_metrics
+from genexp import jobs
+from genexp.console import print_run_end, print_run_start, quiet_library_chatter
+from genexp.errors import ConfigError
+from genexp.hparams import write_hparams_row
+from genexp.report import scalar_metrics, write_metrics
 
 
 def check_fresh_run_dir(output_dir: Path) -> None:
-    """A run never writes into a directory that already holds another run's results."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or _slurm_requeued(output_dir):
+    """A run never writes into a directory that already holds another run's results (the command
+    line refuses it before Hydra writes anything: genexp.jobs.RunDirGuard; this guards `run(cfg)`)."""
+    if jobs.is_worker() or _slurm_requeued(output_dir):
         return  # a DDP worker re-launched by Lightning into the run directory of rank 0
     taken = [name for name in ("metrics.json", "checkpoints", "tensorboard") if (output_dir / name).exists()]
     if taken:
         raise RunDirError(f"{output_dir} already holds a run ({', '.join(taken)}); "
                           f"choose another directory with hydra.run.dir=...")
+
+
+def check_hardware(cfg: DictConfig) -> None:
+    """Settings that the machine cannot honour as asked are refused, naming the key, rather than
+    silently changed (Lightning turns 16-mixed into bf16-mixed on a CPU)."""
+    import torch
+
+    trainer = cfg.trainer
+    if trainer.accelerator not in ("cpu", "auto") or (trainer.accelerator == "auto" and torch.cuda.is_available()):
+        return
+    if str(trainer.precision) in ("16-mixed", "16"):
+        raise ConfigError(f"trainer.precision={trainer.precision} needs a CUDA GPU (float16 autocast); on the CPU "
+                          f"use trainer.precision=bf16-mixed (bfloat16 autocast) or 32-true")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    devices = trainer.devices
+    if isinstance(devices, int) and devices > cores:
+        raise ConfigError(f"trainer.devices={devices} starts {devices} training processes on a CPU with {cores} "
+                          f"cores: each process would get less than a core and every step would wait on the "
+                          f"slowest; use trainer.devices={cores} or fewer (or a GPU: trainer=gpu)")
 
 
 def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
@@ -91,8 +115,10 @@ def make_trainer(cfg: DictConfig, *first_callbacks: L.Callback) -> L.Trainer:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     stop_on_signal = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
+    # From the first training step on, a failed run keeps its directory and its failure record.
+    started = LambdaCallback(on_train_start=lambda *_: jobs.mark_training_started())
     return L.Trainer(**cfg.trainer, callbacks=[*first_callbacks, *callbacks, RandomState(), FreezeLongLivedObjects(),
-                                               stop_on_signal],
+                                               stop_on_signal, started],
                      logger=loggers or False, plugins=trainer_plugins(cfg), default_root_dir=cfg.paths.output_dir)
 
 
@@ -100,9 +126,11 @@ def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return the value a sweeper optimises (cfg.optimized_metric)."""
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.print_config:
-        print_config_tree(cfg)
-    L.seed_everything(cfg.seed, workers=True)
+    check_hardware(cfg)
+    quiet_library_chatter()
+    if not jobs.is_worker():
+        print_run_start(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule, model = instantiate_data_and_model(cfg)
     resume_from = resume_checkpoint(cfg, model)
@@ -117,12 +145,13 @@ def run(cfg: DictConfig) -> float | None:
     best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     test_metrics = {}
     if cfg.test:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        # Not verbose: the run's closing lines print the test metrics.
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
         test_metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
 
     final = {k: v for k, v in fit_metrics.items() if k.startswith(("val/", "train/"))} | test_metrics
     if trainer.is_global_zero:
-        write_metrics(output_dir / "metrics.json", {
+        record = {
             "status": "completed",
             "metrics": final,
             "monitor": model.monitor,
@@ -130,13 +159,18 @@ def run(cfg: DictConfig) -> float | None:
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "wall_time_s": round(time.perf_counter() - started, 2),
-        })
-        hparams = flatten(cfg)
+            # What the run really used, which `auto` settings leave to the machine.
+            "precision": str(trainer.precision),
+            "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+            "world_size": trainer.world_size,
+        }
+        write_metrics(output_dir / "metrics.json", record)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                # One HParams row per run: the flattened config beside the final metrics.
-                logger.log_hyperparams(hparams, metrics={f"hp/{k}": v for k, v in final.items()})
-                logger.finalize("success")
+                # One HParams row per run: what sets it apart beside the metrics it is judged by.
+                write_hparams_row(Path(logger.log_dir), cfg, final, model.monitor, trainer.global_step)
+    if trainer.is_global_zero:
+        print_run_end(output_dir, record)
     return final.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
 

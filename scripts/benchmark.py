@@ -15,6 +15,11 @@ Figures (each an entry with the genexp value, the baseline value and ratio = gen
                            statistics (classifier extractor, genexp.metrics)
   default_run_memory       peak resident memory (MiB) of a child `python -m genexp` default run
                            against a child that only imports torch and lightning; time_s beside it
+  default_run_loaded       seconds of the default run (shortened: `loaded_run`) beside as many busy
+                           processes as the machine has cores, against the same run on a quiet
+                           machine; `default_wait_s` and `quiet_default_wait_s` are the same two runs
+                           with OpenMP's own default of spinning waits (`OMP_WAIT_POLICY` empty)
+                           instead of genexp's passive waits, and `default_wait_ratio` their ratio
 
 Images are random uint8 files in MNIST's idx format (tests/fake_data.py), resized to 64 px for
 the 64 px entries: throughput does not depend on pixel values. Timings: one warm-up epoch, then
@@ -58,9 +63,11 @@ from genexp.train import instantiate_data_and_model, make_trainer  # noqa: E402
 SETTINGS = {  # quick: narrower DCGAN, fewer and shorter epochs; full: the configs' own networks
     "quick": {"batch_size": 128, "batches": 16, "repeats": 4, "gan_width": 16, "fid_n": 1000, "data_images": 5000,
               "run": ["trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=4",
-                      "trainer.limit_test_batches=2"]},
+                      "trainer.limit_test_batches=2"],
+              "loaded_run": ["trainer.max_epochs=2"]},
     "full": {"batch_size": 128, "batches": 20, "repeats": 6, "gan_width": None, "fid_n": 10000,
-             "data_images": 60000, "run": []},  # the default run as it is: 50 epochs
+             "data_images": 60000, "run": [],  # the default run as it is: 50 epochs
+             "loaded_run": ["trainer.max_epochs=10"]},
 }
 
 
@@ -238,6 +245,33 @@ def default_run_memory(scratch: Path, s: dict) -> dict:
     return entry(run_mib, import_mib, "MiB", time_s=run_s, baseline_time_s=import_s, overrides=s["run"])
 
 
+BUSY = "while True: pass"
+
+
+def default_run_loaded(scratch: Path, s: dict) -> dict:
+    """The default run beside a competing load, against the same run alone."""
+    env = os.environ | {"GENEXP_DATA_DIR": str(scratch / "data_dir")}
+
+    def seconds(name: str, **extra_env: str) -> float:
+        command = [sys.executable, "-m", "genexp", *s["loaded_run"], f"hydra.run.dir={scratch / name}"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, cwd=REPO, env=env | extra_env)
+        return time.perf_counter() - start
+
+    quiet = seconds("quiet_run")
+    quiet_spinning = seconds("quiet_run_default_wait", OMP_WAIT_POLICY="")
+    load = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(os.cpu_count() or 1)]
+    try:
+        loaded = seconds("loaded_run")
+        spinning = seconds("loaded_run_default_wait", OMP_WAIT_POLICY="")
+    finally:
+        for process in load:
+            process.kill()
+            process.wait()
+    return entry(loaded, quiet, "s", default_wait_s=spinning, default_wait_ratio=spinning / quiet_spinning,
+                 quiet_default_wait_s=quiet_spinning, busy_processes=len(load), overrides=s["loaded_run"])
+
+
 def cpu_name() -> str:
     """The processor's model name (Linux), else what the platform module knows."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -275,6 +309,7 @@ def main() -> None:
         entries["cli_cfg_job"] = cli_latency()
         entries["fid_real_stats"] = fid_cold_warm(scratch / "data", scratch, s["fid_n"])
         entries["default_run_memory"] = default_run_memory(scratch, s)
+        entries["default_run_loaded"] = default_run_loaded(scratch, s)
     results = {"mode": mode, "date": date.today().isoformat(), "seconds": round(time.perf_counter() - started, 1),
                "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

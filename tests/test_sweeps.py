@@ -1,6 +1,8 @@
 """Sweeps end to end: a two-job multirun, failed jobs that do not stop a sweep, the compare
-table, and the real TensorBoard server reading the sweep back over HTTP."""
+table (whole key names in an 80-column terminal), and the real TensorBoard server reading the
+sweep back over HTTP."""
 
+import io
 import json
 import math
 import os
@@ -12,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -47,11 +50,11 @@ def test_two_job_sweep_writes_two_run_dirs_named_by_overrides(sweep):
 def test_each_job_has_an_hparams_entry(sweep):
     learning_rates = []
     for job in job_dirs(sweep):
-        events = EventAccumulator(str(job / "tensorboard")).Reload()
+        events = EventAccumulator(str(job / "tensorboard" / "hparams")).Reload()  # the job's HParams row
         content = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
         learning_rates.append(hparams["optimizer.lr"].number_value)
-        assert "hp/val/loss" in events.Tags()["scalars"]
+        assert {"val/loss", "test/loss"} == set(events.Tags()["scalars"])  # the metrics beside it
     assert learning_rates == [1e-3, 2e-3]
 
 
@@ -89,6 +92,69 @@ def test_compare_table_has_both_runs(sweep, tmp_path, capsys):
     assert (tmp_path / "compare_val_loss_vs_optimizer.lr.png").stat().st_size > 1000
 
 
+LONG_KEYS_METRICS = {"val/loss": 44.67, "test/elbo": -102.29, "test/kl": 5.4712, "test/nll_iwae": 101.25,
+                     "test/nll_iwae_bits_per_dim": 0.57061, "test/recon": 96.82}
+
+
+def _fake_sweep(root: Path) -> list[str]:
+    """Three finished jobs over long override keys with a VAE's test metrics; returns the values."""
+    values = []
+    for job, (dim, lr) in enumerate([(8, "0.001"), (16, "0.003"), (32, "0.0003")]):
+        job_dir = root / f"{job}_model.latent_dim={dim},optimizer.lr={lr}"
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(f"- model.latent_dim={dim}\n- optimizer.lr={lr}\n")
+        metrics = {k: round(v * (1 + job / 100), 3) for k, v in LONG_KEYS_METRICS.items()}
+        (job_dir / "metrics.json").write_text(json.dumps({"status": "completed", "monitor": "val/loss",
+                                                          "metrics": metrics}))
+        values += [str(dim), lr, *(f"{v:.5g}" for v in metrics.values())]
+    return values
+
+
+def _printed_headers(text: str) -> list[list[str]]:
+    """The column names of each printed table, each put back together from the header lines it
+    is broken over (rich's default box: the header sits between a ┏ line and a ┡ line)."""
+    names, header = [], None
+    for line in text.splitlines():
+        if line.startswith("┏"):
+            header = []
+        elif line.startswith("┡"):
+            names.append(["".join(parts) for parts in zip(*header)])
+            header = None
+        elif header is not None:
+            header.append([cell.strip() for cell in line.split("┃")[1:-1]])
+    return names
+
+
+def test_compare_table_shows_whole_key_names_in_80_columns(tmp_path, capsys, monkeypatch):
+    values = _fake_sweep(tmp_path / "sweep")
+    monkeypatch.setenv("COLUMNS", "80")  # the terminal rich prints to
+    compare.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "…" not in printed  # no cut header or value
+    table = printed.split("\nwrote ")[0]  # the tables, without the closing line naming the files written
+    assert max(map(len, table.splitlines())) <= 80
+    tables = _printed_headers(printed)
+    assert len(tables) > 1 and all(names[0] == "run" for names in tables)  # too wide for one: each starts with run
+    shown = [name for names in tables for name in names[1:]]
+    assert shown == ["model.latent_dim", "optimizer.lr", "status", *LONG_KEYS_METRICS]  # each once, whole
+    for value in values:  # and every value whole, on one line
+        assert any(value in cell.split() for cell in printed.split("│")), value
+
+
+def test_compare_table_keeps_one_line_headers_where_they_fit(tmp_path):
+    _fake_sweep(tmp_path / "sweep")
+    runs = compare.find_runs(tmp_path / "sweep")
+    columns = compare.build_table(runs, ["test/*"])
+    wide = Console(width=200, file=io.StringIO())
+    compare.print_table(runs, columns, "wide", console=wide)
+    assert _printed_headers(wide.file.getvalue()) == [columns]
+    assert "\n┃ run ┃ model.latent_dim ┃ optimizer.lr ┃ status " in wide.file.getvalue()  # on one line
+    narrow = Console(width=80, file=io.StringIO())
+    compare.print_table(runs, columns, "narrow", console=narrow)
+    assert {name for names in _printed_headers(narrow.file.getvalue()) for name in names} == set(columns)
+    assert "model." in narrow.file.getvalue() and "latent_" in narrow.file.getvalue()  # broken after separators
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,21 +178,25 @@ def test_tensorboard_server_serves_the_sweep(sweep):
     base = f"http://127.0.0.1:{port}/data"
     try:
         runs, deadline = [], time.monotonic() + 60
-        while time.monotonic() < deadline and len(runs) < 2:
+        while time.monotonic() < deadline and len(runs) < 4:
             time.sleep(0.5)
             try:
                 runs = _get(f"{base}/runs")
             except OSError:
                 continue  # not listening yet
-        assert sorted(runs) == [f"{job.name}/tensorboard" for job in job_dirs(sweep)]
+        # Each job: its training run, and its HParams row in a run of its own.
+        assert sorted(runs) == sorted(f"{job.name}/tensorboard{sub}" for job in job_dirs(sweep)
+                                      for sub in ("", "/hparams"))
         tags = _get(f"{base}/plugin/scalars/tags")
         for run in runs:
-            assert {"val/loss", "test/elbo", "hp/val/loss"} <= set(tags[run])
+            expected = {"val/loss", "test/loss"} if run.endswith("/hparams") else {"val/loss", "test/elbo"}
+            assert expected <= set(tags[run])
         experiment = _get(f"{base}/plugin/hparams/experiment", {"experimentName": ""})
-        hparams = {info["name"] for info in experiment["hparamInfos"]}
-        assert {"optimizer.lr", "model.latent_dim", "seed"} <= hparams
+        hparams = [info["name"] for info in experiment["hparamInfos"]]
+        assert {"optimizer.lr", "model", "data", "seed"} <= set(hparams)
+        assert hparams[0] == "optimizer.lr"  # the swept key: the only one that differs, listed first
         metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        assert "hp/test/elbo" in metrics
+        assert metrics == {"val/loss", "test/loss"}
     finally:
         server.kill()
         server.wait(timeout=10)

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from genexp.config_dir import config_dir
+from genexp.console import progress
 from genexp.errors import ConfigError
 
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -179,8 +180,9 @@ def extractor_from_config(name: str, datamodule: L.LightningDataModule) -> tuple
 def extract(extractor: nn.Module, images, batch_size: int = 256) -> torch.Tensor:
     """Features of an image tensor, or of an iterable of image batches, in float64 on the CPU."""
     batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
+    total = len(batches) if isinstance(batches, tuple) else None
     with torch.no_grad():
-        parts = [extractor(b).double().cpu() for b in batches]
+        parts = [extractor(b).double().cpu() for b in progress(batches, "image features", total)]
     features = torch.cat(parts)
     if not math.isfinite(features.sum().item()):
         raise ValueError("the feature extractor returned NaN or infinite features")

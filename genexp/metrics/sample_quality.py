@@ -11,6 +11,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from genexp.callbacks.images import evaluating
+from genexp.console import progress
 from genexp.data.image_tensor import cached_tensors
 from genexp.metrics.features import cache_root, dataset_key, extract, real_images
 
@@ -97,8 +98,9 @@ def draw_images(model: L.LightningModule, datamodule: L.LightningDataModule, n: 
     num_classes = getattr(model, "num_classes", None)
     labels = torch.arange(n) % num_classes if num_classes else None
     generator = torch.Generator().manual_seed(seed)
+    chunks = torch.arange(n).split(batch_size)
     with evaluating(model):
         images = torch.cat([datamodule.to_images(model.sample(
             len(chunk), labels=None if labels is None else labels[chunk].to(model.device), generator=generator).cpu())
-            for chunk in torch.arange(n).split(batch_size)])
+            for chunk in progress(chunks, f"sampling {n}", total=len(chunks))])
     return images

@@ -119,8 +119,9 @@ class AutoEncoder(GenerativeModule):
     def _evaluate(self, batch, stage: str) -> None:
         x, labels = batch
         metrics = self.evaluation_metrics(x, labels, stage)
+        # sync_dist: under DDP each rank sees a shard; the epoch's value is the mean over all ranks.
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()},
-                      prog_bar=(stage == "val"), batch_size=len(x))
+                      prog_bar=(stage == "val"), batch_size=len(x), sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -69,12 +69,12 @@ class GenerativeModule(L.LightningModule):
         # The learning rate of the epoch (before epoch schedulers step), once per epoch.
         lrs = {f"lr{'' if i == 0 else f'_{i}'}": optimizer.param_groups[0]["lr"]
                for i, optimizer in enumerate(self.trainer.optimizers)}
-        self.log_dict(lrs, on_step=False, on_epoch=True)
-        # Averaged over the ranks too (each rank saw its own shard of the epoch), once for both names.
-        means = {k: self.trainer.strategy.reduce(v, reduce_op="mean") for k, v in self.train_log.epoch_means().items()}
+        self.log_dict(lrs, on_step=False, on_epoch=True, sync_dist=True)  # the same on every rank
+        # Averaged over the ranks too (each rank saw its own shard of the epoch).
+        means = self.train_log.epoch_means()
         if means:
-            self.log_dict(means, on_step=False, on_epoch=True, logger=False)
-            self.log_dict({f"{k}_epoch": v for k, v in means.items()}, on_step=False, on_epoch=True)
+            self.log_dict(means, on_step=False, on_epoch=True, logger=False, sync_dist=True)
+            self.log_dict({f"{k}_epoch": v for k, v in means.items()}, on_step=False, on_epoch=True, sync_dist=True)
 
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:

@@ -119,12 +119,14 @@ class MaximumLikelihood(GenerativeModule):
     def _evaluate(self, batch, stage: str) -> None:
         x = batch[0]
         nll = self.nll(x)
-        self.log_dict(self.nll_metrics(stage, nll), batch_size=len(x), prog_bar=(stage == "val"))
+        # sync_dist: under DDP each rank sees a shard; the epoch's value is the mean over all ranks.
+        self.log_dict(self.nll_metrics(stage, nll), batch_size=len(x), prog_bar=(stage == "val"), sync_dist=True)
         data_log_prob = getattr(self.trainer.datamodule, "log_prob", None)
         if data_log_prob is not None:
             # The best any model can do: the entropy of p_data, estimated on the same examples.
             oracle = -data_log_prob(x).mean()
-            self.log_dict({f"{stage}/oracle_nll": oracle, f"{stage}/nll_gap": nll - oracle}, batch_size=len(x))
+            self.log_dict({f"{stage}/oracle_nll": oracle, f"{stage}/nll_gap": nll - oracle}, batch_size=len(x),
+                          sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
