@@ -2,8 +2,6 @@
 place, never a truncated one) and read with a clear error for a file that is not a checkpoint
 of the model at hand."""
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,30 +10,21 @@ from torch import nn
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from genexp.errors import CheckpointError
+from genexp.files import write_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to a temporary file in the checkpoint's directory, syncs it to disk, then renames it
-    over the target (os.replace is atomic within one file system)."""
+    """Writes each checkpoint atomically (genexp.files)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException as error:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(error, OSError):
-                raise CheckpointError(f"cannot write the checkpoint {path} ({error.strerror or error}); "
-                                      f"the previous one is kept") from error
-            raise
+            write_atomically(path, lambda file: torch.save(checkpoint, file))
+        except OSError as error:
+            raise CheckpointError(f"cannot write the checkpoint {path} ({error.strerror or error}); "
+                                  f"the previous one is kept") from error
 
 
 def read_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """What a run prints: where it goes and what was asked at the start, its headline metrics and
 files at the end, the whole config tree on request (print_config=true), and no library chatter.
 
-No torch import here: the command line reaches this module before a run starts.
+No torch import here, and nothing from the rest of genexp: every layer may print.
 """
 
 import logging
@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from genexp.jobs import run_choices, run_overrides
 
 T = TypeVar("T")
 
@@ -36,10 +35,8 @@ def quiet_library_chatter() -> None:
     warnings.filterwarnings("ignore", message=r"Metric .* will save all extracted features in buffer")
 
 
-def print_run_start(cfg: DictConfig) -> None:
+def print_run_start(cfg: DictConfig, model: str, data: str, overrides: list[str]) -> None:
     """Two lines: the model, data and directory of the run, and the overrides that made it."""
-    model, data = run_choices(cfg)
-    overrides = run_overrides()
     print(f"genexp: {model} on {data} -> {cfg.paths.output_dir}", flush=True)
     print(f"  overrides: {' '.join(overrides) if overrides else '(none: the defaults)'}", flush=True)
     if cfg.get("print_config"):

@@ -24,10 +24,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from genexp.jobs import run_choices, run_overrides
 
-# Beside the options and overrides: what any two runs are compared on. GANs train with two
-# learning rates of their own (the optimizer group's lr is unused there).
-HEADLINE_KEYS = ("seed", "data.batch_size", "trainer.max_epochs")
-LEARNING_RATES = (("model.g_lr", "model.d_lr"), ("optimizer.lr",))
+# Beside the options and overrides: what any two runs are compared on.
+HEADLINE_KEYS = ("seed", "data.batch_size", "trainer.max_epochs", "optimizer.lr")
 RUN_NAME = "hparams"
 
 Value = bool | int | float | str
@@ -46,8 +44,7 @@ def row_hparams(cfg: DictConfig) -> dict[str, Value]:
         value = OmegaConf.select(cfg, key)
         # A group option (`optimizer=sgd`), a list or a null as typed on the command line.
         row[key] = value if isinstance(value, Value) else text or override
-    learning_rates = next((keys for keys in LEARNING_RATES if OmegaConf.select(cfg, keys[0]) is not None), ())
-    for key in (*HEADLINE_KEYS, *learning_rates):
+    for key in HEADLINE_KEYS:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, Value):
             row.setdefault(key, value)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
 from genexp.callbacks.arithmetic import arithmetic_grid
-from genexp.callbacks.images import evaluating
+from genexp.images import evaluating
 from genexp.errors import ConfigError
 from genexp.saved_run import SavedRun, exit_on_user_error, parse_cli
 

@@ -5,6 +5,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from genexp.files import write_text_atomically
+
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Plain floats from Lightning's callback metrics (tensors and numbers)."""
@@ -16,12 +18,10 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def write_metrics(path: Path, payload: dict[str, Any]) -> None:
-    """metrics.json, written to a temporary file first so it is never half-written."""
+    """metrics.json, written atomically (genexp.files): never half-written."""
     def clean(v: Any) -> Any:
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
     payload = {k: ({mk: clean(mv) for mk, mv in v.items()} if isinstance(v, dict) else clean(v))
                for k, v in payload.items()}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

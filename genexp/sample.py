@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from genexp.callbacks.images import image_grid
+from genexp.images import image_grid
 from genexp.errors import ConfigError
 from genexp.saved_run import SavedRun, exit_on_user_error, parse_cli
 
@@ -25,8 +25,7 @@ def draw(saved: SavedRun, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     if not hasattr(datamodule, "to_images"):
         raise ConfigError(f"run={saved.run_dir}: data {saved.cfg.data._target_} is not images; "
                           f"genexp.sample writes image grids")
-    num_classes = getattr(model, "num_classes", None)
-    labels = torch.arange(num_classes).repeat_interleave(n) if num_classes else None
+    labels = torch.arange(model.num_classes).repeat_interleave(n) if model.num_classes else None
     with torch.no_grad():
         samples = model.sample(len(labels) if labels is not None else n, labels=labels,
                                generator=torch.Generator().manual_seed(seed))

@@ -61,11 +61,11 @@ def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, 
     A model that refuses the data raises the GenexpError itself, not Hydra's wrapper of it."""
     try:
         datamodule = instantiate(cfg.data)
-        # Not recursive: the optimizer and scheduler configs stay plain dicts that the module
+        # Not recursive: the optimizer and lr_scheduler configs stay plain dicts that the module
         # instantiates itself, so checkpoints hold config values, not pickled objects.
         model = instantiate(cfg.model, _recursive_=False, _convert_="all",
                             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-                            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True))
+                            lr_scheduler=OmegaConf.to_container(cfg.lr_scheduler, resolve=True))
     except InstantiationException as error:
         user_error = find_user_error(error)
         if user_error is None:
@@ -106,7 +106,17 @@ def trainer_plugins(cfg: DictConfig) -> list:
     return plugins
 
 
-def make_trainer(cfg: DictConfig, *first_callbacks: L.Callback) -> L.Trainer:
+def strategy(cfg: DictConfig, model: L.LightningModule | None) -> str:
+    """`trainer.strategy`, except that a model stepping several optimizers by hand (a GAN) leaves
+    one network out of each backward pass, which plain DDP takes for an error: it gets DDP with
+    unused-parameter detection."""
+    name = str(cfg.trainer.strategy)
+    if model is not None and not model.automatic_optimization and name in ("ddp", "ddp_spawn"):
+        return f"{name}_find_unused_parameters_true"
+    return name
+
+
+def make_trainer(cfg: DictConfig, *first_callbacks: L.Callback, model: L.LightningModule | None = None) -> L.Trainer:
     """The Trainer of a run: `cfg.trainer`, the configured callbacks (after `first_callbacks`) and
     loggers, random states and signal handling for resume, atomic checkpoint writes, and the
     long-lived objects out of the garbage collector's way while training."""
@@ -117,8 +127,9 @@ def make_trainer(cfg: DictConfig, *first_callbacks: L.Callback) -> L.Trainer:
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
     # From the first training step on, a failed run keeps its directory and its failure record.
     started = LambdaCallback(on_train_start=lambda *_: jobs.mark_training_started())
-    return L.Trainer(**cfg.trainer, callbacks=[*first_callbacks, *callbacks, RandomState(), FreezeLongLivedObjects(),
-                                               stop_on_signal, started],
+    return L.Trainer(**{**cfg.trainer, "strategy": strategy(cfg, model)},
+                     callbacks=[*first_callbacks, *callbacks, RandomState(), FreezeLongLivedObjects(), stop_on_signal,
+                                started],
                      logger=loggers or False, plugins=trainer_plugins(cfg), default_root_dir=cfg.paths.output_dir)
 
 
@@ -129,12 +140,12 @@ def run(cfg: DictConfig) -> float | None:
     check_hardware(cfg)
     quiet_library_chatter()
     if not jobs.is_worker():
-        print_run_start(cfg)
+        print_run_start(cfg, *jobs.run_choices(cfg), jobs.run_overrides())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule, model = instantiate_data_and_model(cfg)
     resume_from = resume_checkpoint(cfg, model)
-    trainer = make_trainer(cfg)
+    trainer = make_trainer(cfg, model=model)
     stop_on_signal = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     if stop_on_signal.received:

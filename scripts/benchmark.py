@@ -101,7 +101,7 @@ def gan_step(model, optimizers):
         loss.backward()
         opt_g.step()
         d.requires_grad_(True)
-        model.generator_ema.update_parameters(model.generator)
+        model.generator_ema.update(model.generator)
     return step
 
 
@@ -124,7 +124,7 @@ def overhead(model_name: str, size: int, root: Path, scratch: Path, s: dict) -> 
                  f"trainer.max_epochs={s['repeats'] + 1}", "callbacks.model_checkpoint=null",
                  "+trainer.enable_checkpointing=false", "+trainer.enable_model_summary=false"]
     if model_name == "dcgan" and s["gan_width"]:
-        overrides += [f"model.g_width={s['gan_width']}", f"model.d_width={s['gan_width']}"]
+        overrides += [f"model.generator.width={s['gan_width']}", f"model.discriminator.width={s['gan_width']}"]
     cfg = composed(overrides)
     L.seed_everything(0)
     datamodule, model = instantiate_data_and_model(cfg)
@@ -172,8 +172,8 @@ def overhead(model_name: str, size: int, root: Path, scratch: Path, s: dict) -> 
                  repeats=len(genexp_s) - 1, shape=list(datamodule.shape),
                  callbacks=[type(c).__name__ for c in trainer.callbacks[1:]],
                  loggers=[type(x).__name__ for x in trainer.loggers],
-                 nets=f"g_width={cfg.model.g_width} d_width={cfg.model.d_width}" if model_name == "dcgan"
-                 else f"{cfg.model.arch} {list(cfg.model.hidden_dims)}")
+                 nets=f"widths {cfg.model.generator.width}/{cfg.model.discriminator.width}" if model_name == "dcgan"
+                 else f"{cfg.model.encoder._target_.rsplit('.', 1)[-1]} {list(cfg.model.encoder.hidden_dims)}")
 
 
 # --- data path, CLI, evaluation, memory -------------------------------------------------------
@@ -294,6 +294,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="narrower DCGAN, fewer and shorter epochs: about 1 min on 2 CPU cores")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks" / "benchmark.json")
+    parser.add_argument("--only", nargs="+", metavar="FIGURE", help="measure these figures only (names as in the table)")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     s = SETTINGS[mode]
@@ -302,14 +303,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         write_mnist_format(scratch / "data", "MNIST", n_train=s["data_images"], n_test=s["fid_n"])
-        for model_name in ("dcgan", "vae"):
-            for size in (28, 64):
-                entries[f"overhead_{model_name}_{size}"] = overhead(model_name, size, scratch / "data", scratch, s)
-        entries["data_path_epoch"] = data_path(scratch / "data", scratch / "cache", s)
-        entries["cli_cfg_job"] = cli_latency()
-        entries["fid_real_stats"] = fid_cold_warm(scratch / "data", scratch, s["fid_n"])
-        entries["default_run_memory"] = default_run_memory(scratch, s)
-        entries["default_run_loaded"] = default_run_loaded(scratch, s)
+        figures = {f"overhead_{m}_{size}": (lambda m=m, size=size: overhead(m, size, scratch / "data", scratch, s))
+                   for m in ("dcgan", "vae") for size in (28, 64)}
+        figures |= {"data_path_epoch": lambda: data_path(scratch / "data", scratch / "cache", s),
+                    "cli_cfg_job": cli_latency,
+                    "fid_real_stats": lambda: fid_cold_warm(scratch / "data", scratch, s["fid_n"]),
+                    "default_run_memory": lambda: default_run_memory(scratch, s),
+                    "default_run_loaded": lambda: default_run_loaded(scratch, s)}
+        unknown = set(args.only or []) - set(figures)
+        if unknown:
+            parser.error(f"--only: no figure {sorted(unknown)}; the figures are {', '.join(figures)}")
+        for name, measure in figures.items():
+            if not args.only or name in args.only:
+                entries[name] = measure()
     results = {"mode": mode, "date": date.today().isoformat(), "seconds": round(time.perf_counter() - started, 1),
                "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

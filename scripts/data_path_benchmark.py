@@ -67,8 +67,9 @@ def data_epoch_seconds(loader: DataLoader, convert, device: str, epochs: int) ->
 
 def train_epoch_seconds(fit_args: dict, device: str, epochs: int, width: int) -> float:
     """Fastest timed training epoch of the same small DCGAN (after one warm-up epoch)."""
-    model = GAN(shape=[1, 28, 28], value_range=[-1.0, 1.0], latent_dim=32, g_width=width, d_width=width,
-                optimizer={"_target_": "torch.optim.Adam"})
+    model = GAN(shape=[1, 28, 28], value_range=[-1.0, 1.0], latent_dim=32, optimizer={"_target_": "torch.optim.Adam"},
+                generator={"_target_": "genexp.nets.dcgan.DCGANGenerator", "width": width},
+                discriminator={"_target_": "genexp.nets.dcgan.DCGANDiscriminator", "width": width, "norm": "batch"})
     times = []
 
     class EpochTimer(L.Callback):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FLOW_SCHEDULE = ["scheduler=cosine", "trainer.max_epochs=100"]
+FLOW_SCHEDULE = ["lr_scheduler=cosine", "trainer.max_epochs=100"]
 
 RUNS = {
     "gmm_eight_gaussians": {"overrides": ["model=gmm", "data=eight_gaussians"], "max_gap": 0.05},
@@ -31,7 +31,7 @@ RUNS = {
     "maf_moons": {"overrides": ["model=maf", "data=moons", *FLOW_SCHEDULE]},
     # The digits' native 8x8 with their own 17 grey levels (k * 255 / 16, k = 0..16).
     "pixelcnn_digits": {"overrides": ["model=pixelcnn", "data=digits", "data.image_size=8",
-                                      "model.density.levels=17", "scheduler=cosine", "trainer.max_epochs=40"]},
+                                      "model.density.levels=17", "lr_scheduler=cosine", "trainer.max_epochs=40"]},
     # Continuous densities on the same digits, dequantised: bits/dim in the same units.
     "gaussian_digits": {"overrides": ["model=gaussian", "data=digits", "data.image_size=8"]},
     "realnvp_digits": {"overrides": ["model=realnvp", "data=digits", "data.image_size=8"]},

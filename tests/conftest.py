@@ -53,3 +53,9 @@ def _isolated_process_state():
         dist.destroy_process_group()
     os.environ.clear()
     os.environ.update(environ)
+
+
+def mlp_nets(hidden_dims: list[int]) -> dict:
+    """The encoder and decoder configs of an autoencoder with MLP nets (model/encoder=mlp)."""
+    return {"encoder": {"_target_": "genexp.nets.mlp.MLPEncoder", "hidden_dims": list(hidden_dims)},
+            "decoder": {"_target_": "genexp.nets.mlp.MLPDecoder", "hidden_dims": list(hidden_dims)}}

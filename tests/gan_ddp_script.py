@@ -17,8 +17,11 @@ def main(out: Path, loss: str, strategy: str) -> None:
     torch.set_num_threads(1)
     L.seed_everything(0)
     data = DigitsDataModule(shape=[1, 8, 8], image_size=8, num_classes=10, batch_size=8, value_range=[-1, 1])
-    model = GAN(shape=[1, 8, 8], value_range=[-1, 1], latent_dim=4, loss=loss, g_width=4, d_width=4,
-                d_norm="none" if loss == "wasserstein-gp" else "batch", conditional=True, num_classes=10,
+    model = GAN(shape=[1, 8, 8], value_range=[-1, 1], latent_dim=4, loss=loss,
+                generator={"_target_": "genexp.nets.dcgan.DCGANGenerator", "width": 4},
+                discriminator={"_target_": "genexp.nets.dcgan.DCGANDiscriminator", "width": 4,
+                               "norm": "none" if loss == "wasserstein-gp" else "batch"},
+                conditional=True, num_classes=10,
                 n_critic=2, optimizer={"_target_": "torch.optim.Adam"})
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=8, limit_val_batches=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from fake_data import write_celeba, write_cifar10, write_images
 
-TINY = ["model=vae", "model.hidden_dims=[16]", "data.image_size=8", "data.batch_size=2",
+TINY = ["model=vae", "model.encoder.hidden_dims=[16]", "data.image_size=8", "data.batch_size=2",
         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "test=false", "logger=none", "callbacks=none", "print_config=false", "trainer.enable_progress_bar=false"]
 

@@ -17,10 +17,11 @@ CASES = {
     "lr_zero": (["optimizer.lr=0"], "optimizer.lr=0", "a number > 0"),
     "batch_size_zero": (["data.batch_size=0"], "data.batch_size=0", "an integer >= 1"),
     "latent_dim_zero": (["model.latent_dim=0"], "model.latent_dim=0", "an integer >= 1"),
-    "hidden_dims_not_list": (["model.hidden_dims=12"], "model.hidden_dims=12", "non-empty list"),
+    "hidden_dims_not_list": (["model.encoder.hidden_dims=12"], "model.encoder.hidden_dims=12", "non-empty list"),
     "precision": (["trainer.precision=7"], "trainer.precision=7", "bf16-mixed"),
-    "image_size_net_cannot_take": (["model.arch=conv", "data.image_size=10"], "data.image_size=10", "multiple of 4"),
-    "unknown_arch": (["model.arch=rnn"], "model.arch='rnn'", "mlp, conv"),
+    "image_size_net_cannot_take": (["model/encoder=conv", "model/decoder=conv", "data.image_size=10"],
+                                   "data.image_size=10", "multiple of 4"),
+    "unknown_encoder": (["model/encoder=rnn"], "model/encoder=rnn is not an option", "conv, mlp"),
 }
 
 

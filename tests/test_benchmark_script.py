@@ -32,7 +32,7 @@ def test_a_plain_step_updates_the_weights_as_a_genexp_step(model_name, tmp_path)
                  "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
                  "logger=none", "callbacks=none"]
     if model_name == "dcgan":
-        overrides += ["model.g_width=8", "model.d_width=8"]
+        overrides += ["model.generator.width=8", "model.discriminator.width=8"]
     cfg = compose_config(overrides, tmp_path / "run")
     datamodule, model = instantiate_data_and_model(cfg)
     plain, initial = copy.deepcopy(model), copy.deepcopy(model.state_dict())

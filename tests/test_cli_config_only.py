@@ -31,7 +31,7 @@ def test_cfg_job_shows_the_composed_groups():
     result = subprocess.run([sys.executable, "-m", "genexp", "--cfg", "job", "--resolve"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for group in ("model:", "data:", "optimizer:", "scheduler:", "trainer:", "logger:", "callbacks:", "paths:"):
+    for group in ("model:", "data:", "optimizer:", "lr_scheduler:", "trainer:", "logger:", "callbacks:", "paths:"):
         assert f"\n{group}" in "\n" + result.stdout
     # Models are sized from the data by interpolation; resolved, the shape is concrete.
     assert "shape:\n  - 1\n  - 16\n  - 16" in result.stdout

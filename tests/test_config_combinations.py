@@ -23,7 +23,7 @@ LARGE = {"celeba", "cifar10", "image_folder"}
 UNLABELLED = {"celeba", "image_folder"}
 REFUSED = {"autoencoder": POINTS, "vae": POINTS, "beta_vae": POINTS, "dcgan": POINTS, "wgan_gp": POINTS,
            "cvae": POINTS | UNLABELLED, "cgan": POINTS | UNLABELLED, "pixelcnn": POINTS | LARGE,
-           "gaussian": LARGE, "gmm": LARGE, "maf": LARGE, "realnvp": set()}
+           "gaussian": LARGE, "gmm": LARGE, "maf": LARGE, "realnvp": set(), "gan_2d": set()}
 
 
 @pytest.mark.parametrize(("model", "data"), PAIRS, ids=[f"{m}-{d}" for m, d in PAIRS])

@@ -1,4 +1,4 @@
-"""Each optimizer, scheduler, trainer and debug config builds what it promises."""
+"""Each optimizer, lr_scheduler, trainer and debug config builds what it promises."""
 
 import inspect
 
@@ -18,16 +18,17 @@ def build_model(tmp_path, *overrides):
     validate_config(cfg)
     return instantiate(cfg.model, _recursive_=False, _convert_="all",
                        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-                       scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)), cfg
+                       lr_scheduler=OmegaConf.to_container(cfg.lr_scheduler, resolve=True)), cfg
 
 
 EXPECTED_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-                       "rmsprop": torch.optim.RMSprop}
+                       "rmsprop": torch.optim.RMSprop, "adam_dcgan": torch.optim.Adam, "adam_wgan_gp": torch.optim.Adam,
+                       "adam_gan_2d": torch.optim.Adam}
 
 
 def test_required_options_exist():
     assert set(EXPECTED_OPTIMIZERS) <= set(group_options("optimizer"))
-    assert {"none", "cosine", "step"} <= set(group_options("scheduler"))
+    assert {"none", "cosine", "step"} <= set(group_options("lr_scheduler"))
     assert {"default", "cpu", "gpu", "ddp"} <= set(group_options("trainer"))
 
 
@@ -39,9 +40,9 @@ def test_optimizer_configs(name, tmp_path):
     assert optimizer.param_groups[0]["lr"] == 0.0123
 
 
-@pytest.mark.parametrize("name", group_options("scheduler"))
+@pytest.mark.parametrize("name", group_options("lr_scheduler"))
 def test_scheduler_configs(name, tmp_path):
-    model, cfg = build_model(tmp_path, f"scheduler={name}", "trainer.max_epochs=7")
+    model, cfg = build_model(tmp_path, f"lr_scheduler={name}", "trainer.max_epochs=7")
     configured = model.configure_optimizers()
     if name == "none":
         assert isinstance(configured, torch.optim.Optimizer)

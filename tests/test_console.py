@@ -5,7 +5,7 @@ import json
 
 from conftest import run_cli
 
-TINY = ["model.hidden_dims=[32]", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+TINY = ["model.encoder.hidden_dims=[32]", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
         "model.iwae_samples=2"]
 

@@ -31,7 +31,7 @@ def build(tmp_path, overrides):
     validate_config(cfg)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False, _convert_="all",
-                        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), scheduler={})
+                        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), lr_scheduler={})
     return datamodule, model
 
 
@@ -107,7 +107,8 @@ def run_config(tmp_path, overrides):
 def test_gmm_run_reports_the_oracle_gap_and_draws_density_views(tmp_path):
     run_dir, metrics = run_config(tmp_path, ["model=gmm", "data=eight_gaussians", "data.n_train=2000",
                                              "data.n_test=2000", "trainer.max_epochs=2", "logger=tensorboard",
-                                             "callbacks.density_2d.grid_size=32"])
+                                             "callbacks.density_2d.grid_size=32",
+                                             "callbacks.density_2d.every_n_epochs=1"])
     assert metrics["test/oracle_nll"] == pytest.approx(2.84, abs=0.05)  # the entropy of p_data
     assert metrics["test/nll_gap"] == pytest.approx(metrics["test/nll"] - metrics["test/oracle_nll"], abs=1e-5)
     assert abs(metrics["test/nll_gap"]) < 0.05

@@ -13,7 +13,7 @@ from genexp import evaluate, sample
 def saved_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("saved") / "run"
     result = run_cli(["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.enable_progress_bar=false",
-                      "print_config=false", "model.hidden_dims=[32]", "model.iwae_samples=0",
+                      "print_config=false", "model.encoder.hidden_dims=[32]", "model.iwae_samples=0",
                       f"hydra.run.dir={run_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir

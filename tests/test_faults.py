@@ -16,7 +16,7 @@ import torch
 from conftest import REPO, compose_config, run_cli
 
 # A tiny deterministic VAE, a checkpoint each epoch, no callbacks that draw from the global RNG.
-TINY = ["print_config=false", "model.hidden_dims=[32]", "model.latent_dim=2", "trainer.max_epochs=3",
+TINY = ["print_config=false", "model.encoder.hidden_dims=[32]", "model.latent_dim=2", "trainer.max_epochs=3",
         "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.deterministic=true",
         "trainer.enable_progress_bar=false", "logger=none", "test=false", "seed=7",
         *(f"callbacks.{name}=null" for name in (

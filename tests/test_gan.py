@@ -18,6 +18,7 @@ from genexp.data.image_tensor import ImageTensorDataModule
 from genexp.errors import ConfigError
 from genexp.metrics.pixel_mmd import mmd_squared
 from genexp.models.gan import GAN, discriminator_loss, generator_loss, gradient_penalty
+from genexp.train import instantiate_data_and_model, strategy
 
 ADAM = {"_target_": "torch.optim.Adam"}
 SHAPES = [(1, 8), (1, 16), (1, 28), (3, 32), (3, 64)]
@@ -40,10 +41,12 @@ def random_images(channels: int, side: int, value_range=(-1.0, 1.0)) -> RandomIm
                         val_fraction=0.34, value_range=value_range)
 
 
-def tiny_gan(channels: int = 1, side: int = 8, **overrides) -> GAN:
-    kwargs = dict(shape=[channels, side, side], value_range=[-1.0, 1.0], latent_dim=8, g_width=4, d_width=4,
-                  optimizer=ADAM) | overrides
-    return GAN(**kwargs)
+def tiny_gan(channels: int = 1, side: int = 8, d: dict | None = None, **overrides) -> GAN:
+    """A GAN with 4-channel DCGAN nets; `d`: changes to the discriminator's config."""
+    kwargs = dict(shape=[channels, side, side], value_range=[-1.0, 1.0], latent_dim=8, optimizer=ADAM,
+                  generator={"_target_": "genexp.nets.dcgan.DCGANGenerator", "width": 4},
+                  discriminator={"_target_": "genexp.nets.dcgan.DCGANDiscriminator", "width": 4} | (d or {}))
+    return GAN(**kwargs | overrides)
 
 
 def fit(model: GAN, data: RandomImages, epochs: int = 1, **trainer_kwargs) -> L.Trainer:
@@ -89,12 +92,12 @@ def test_ema_update_follows_the_warmed_up_decay():
     with torch.no_grad():
         for p in model.generator.parameters():
             p.fill_(1.0)
-    model.generator_ema.update_parameters(model.generator)  # the first update copies
+    model.generator_ema.update(model.generator)  # the first update takes 0.9 of the new weights
     assert torch.allclose(params(model.generator_ema.module), torch.ones(1))
     with torch.no_grad():
         for p in model.generator.parameters():
             p.fill_(3.0)
-    model.generator_ema.update_parameters(model.generator)
+    model.generator_ema.update(model.generator)
     decay = min(0.9, (1 + 1) / (10 + 1))  # warm-up after one average
     assert torch.allclose(params(model.generator_ema.module), torch.tensor(decay * 1.0 + (1 - decay) * 3.0))
     # Samples come from the averaged generator.
@@ -106,7 +109,7 @@ def test_ema_update_follows_the_warmed_up_decay():
 
 @pytest.mark.parametrize("conditioning", ["projection", "concat"])
 def test_conditional_sampling_shapes_and_labels(conditioning):
-    model = tiny_gan(3, 16, conditional=True, num_classes=4, d_conditioning=conditioning).eval()
+    model = tiny_gan(3, 16, conditional=True, num_classes=4, d={"conditioning": conditioning}).eval()
     labels = torch.arange(4).repeat_interleave(2)
     samples = model.sample(8, labels=labels, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (8, 3, 16, 16)
@@ -127,13 +130,13 @@ def test_samples_lie_in_the_data_range():
 @pytest.mark.parametrize(("channels", "side"), SHAPES, ids=[f"{c}x{s}" for c, s in SHAPES])
 def test_each_gan_config_trains_on_each_image_shape(name, channels, side, tmp_path):
     cfg = compose_config([f"model={name}", "data=digits", f"data.image_size={side}", "data.value_range=[-1,1]",
-                          "model.g_width=4", "model.d_width=4", "model.latent_dim=8", "model.eval_examples=4"],
+                          "model.generator.width=4", "model.discriminator.width=4", "model.latent_dim=8", "model.eval_examples=4"],
                          tmp_path)
     with open_dict(cfg):
         cfg.data.shape = [channels, side, side]
         cfg.model.num_classes = 4
     model = instantiate(cfg.model, _recursive_=False, _convert_="all",
-                        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), scheduler={})
+                        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), lr_scheduler={})
     first_weights = lambda: [next(model.generator.parameters()).detach().clone(),  # noqa: E731
                              next(model.discriminator.parameters()).detach().clone()]
     before = first_weights()
@@ -148,7 +151,7 @@ def test_each_gan_config_trains_on_each_image_shape(name, channels, side, tmp_pa
 
 
 def test_bf16_mixed_precision_on_cpu():
-    model = tiny_gan(3, 16, loss="wasserstein-gp", d_norm="layer", conditional=True, num_classes=4)
+    model = tiny_gan(3, 16, loss="wasserstein-gp", d={"norm": "layer"}, conditional=True, num_classes=4)
     trainer = fit(model, random_images(3, 16), precision="bf16-mixed")
     assert trainer.global_step == 4
     assert all(torch.isfinite(v).all() for v in trainer.callback_metrics.values())
@@ -158,7 +161,7 @@ def test_bf16_mixed_precision_on_cpu():
 def test_float16_mixed_precision_with_a_loss_scaler():
     # Lightning uses a GradScaler for 16-mixed on GPUs; torch offers one on the CPU as well.
     scaler = torch.amp.GradScaler("cpu")
-    model = tiny_gan(3, 16, loss="wasserstein-gp", d_norm="layer")
+    model = tiny_gan(3, 16, loss="wasserstein-gp", d={"norm": "layer"})
     trainer = fit(model, random_images(3, 16), epochs=2, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["train/gp"]) and torch.isfinite(metrics["train/d_loss"])
@@ -168,7 +171,7 @@ def test_float16_mixed_precision_with_a_loss_scaler():
 def test_schedulers_are_stepped_by_the_manual_loop():
     scheduler = {"interval": "step", "scheduler": {"_target_": "torch.optim.lr_scheduler.StepLR",
                                                    "step_size": 1, "gamma": 0.5}}
-    model = tiny_gan(scheduler=scheduler, g_lr=1e-3, d_lr=4e-3)
+    model = tiny_gan(lr_scheduler=scheduler, optimizer=ADAM | {"lr": 1e-3}, optimizers={"discriminator": {"lr": 4e-3}})
     trainer = fit(model, random_images(1, 8))
     g_lr, d_lr = (o.param_groups[0]["lr"] for o in trainer.optimizers)
     assert (g_lr, d_lr) == pytest.approx((1e-3 / 4, 4e-3 / 4))  # two training batches, one step each
@@ -184,13 +187,13 @@ def test_pixel_mmd_separates_distributions():
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"shape": [2]}, "data.shape=[2]"),
     ({"value_range": None}, "model.value_range"),
-    ({"loss": "wasserstein-gp", "d_norm": "batch"}, "model.d_norm"),
+    ({"loss": "wasserstein-gp", "d": {"norm": "batch"}}, "model.discriminator.norm"),
     ({"loss": "hinge", "label_noise": 0.1}, "model.label_noise"),
     ({"loss": "wgan"}, "model.loss='wgan'"),
     ({"conditional": True, "num_classes": None}, "data.num_classes"),
     ({"shape": [1, 30, 30]}, "data.image_size=30"),
-    ({"d_norm": "instance"}, "model.d_norm"),
-    ({"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}}, "model.betas"),
+    ({"d": {"norm": "instance"}}, "model.discriminator.norm"),
+    ({"optimizers": {"critic": {"lr": 0.1}}}, "model.optimizers"),
 ])
 def test_configurations_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -204,7 +207,7 @@ def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    model = tiny_gan(latent_dim=4, loss="wasserstein-gp", d_norm="none", conditional=True, num_classes=10)
+    model = tiny_gan(latent_dim=4, loss="wasserstein-gp", d={"norm": "none"}, conditional=True, num_classes=10)
     names = [n for n, _ in model.named_parameters()]  # parameters; batch-norm statistics are rank 0's
     assert any(n.startswith("generator.") for n in names) and any(n.startswith("discriminator.") for n in names)
     for name in names:
@@ -215,3 +218,51 @@ def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path):
 def test_ddp_without_unused_parameter_detection_is_refused_before_training():
     with pytest.raises(ConfigError, match="ddp_find_unused_parameters_true"):
         fit(tiny_gan(), random_images(1, 8), strategy="ddp", devices=1)
+
+
+GAN_CONFIGS = {
+    "dcgan": ["data=digits", "data.image_size=8", "data.value_range=[-1,1]", "model.generator.width=4",
+              "model.discriminator.width=4"],
+    "wgan_gp": ["data=digits", "data.image_size=8", "data.value_range=[-1,1]", "model.generator.width=4",
+                "model.discriminator.width=4", "model.n_critic=2"],
+    "gan_2d": ["data=eight_gaussians", "data.n_train=2048"],
+}
+
+
+def trained_gan(tmp_path, name: str, *overrides: str) -> tuple[GAN, L.Trainer]:
+    """A few training batches of a GAN config composed as `python -m genexp` composes it."""
+    cfg = compose_config([f"model={name}", *GAN_CONFIGS[name], *overrides], tmp_path)
+    L.seed_everything(0)
+    datamodule, model = instantiate_data_and_model(cfg)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=4, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule)
+    return model, trainer
+
+
+@pytest.mark.parametrize("name", sorted(GAN_CONFIGS))
+def test_the_optimizer_group_drives_both_networks(name, tmp_path):
+    """A sweep over optimizer.lr trains different GANs (the learning rate reaches both networks)."""
+    weights = []
+    for lr in (1e-4, 3e-4):
+        model, trainer = trained_gan(tmp_path, name, f"optimizer.lr={lr}")
+        assert [o.param_groups[0]["lr"] for o in trainer.optimizers] == [lr, lr]
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    for net in ("generator.", "discriminator."):
+        assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0] if k.startswith(net)), net
+
+
+def test_each_network_may_change_the_optimizer_group(tmp_path):
+    _, trainer = trained_gan(tmp_path, "dcgan", "optimizer=adamw", "optimizer.lr=1e-4",
+                             "model.optimizers.discriminator.lr=4e-4")
+    g, d = trainer.optimizers
+    assert isinstance(g, torch.optim.AdamW) and isinstance(d, torch.optim.AdamW)
+    assert (g.param_groups[0]["lr"], d.param_groups[0]["lr"]) == (1e-4, 4e-4)
+    assert g.param_groups[0]["weight_decay"] == d.param_groups[0]["weight_decay"] == 1e-2  # the group's own
+
+
+def test_trainer_ddp_runs_a_gan_with_unused_parameter_detection_by_itself(tmp_path):
+    gan = compose_config(["model=dcgan", "trainer=ddp"], tmp_path)
+    vae = compose_config(["model=vae", "trainer=ddp"], tmp_path)
+    assert strategy(gan, instantiate_data_and_model(gan)[1]) == "ddp_find_unused_parameters_true"
+    assert strategy(vae, instantiate_data_and_model(vae)[1]) == "ddp"  # automatic optimisation: plain DDP

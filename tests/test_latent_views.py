@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import compose_config
 from genexp import latent_arithmetic
 from genexp.callbacks import traversal
-from genexp.callbacks.images import evaluating
+from genexp.images import evaluating
 from genexp.callbacks.interpolation import lerp, slerp
 from genexp.callbacks.latent_scatter import LatentScatter
 from genexp.models.vae import gaussian_kl
@@ -26,7 +26,7 @@ from genexp.train import run
 
 SIDE = 8  # digits at their native size; grids enlarge them 4x (MIN_DISPLAY_SIDE = 32)
 CELL = 4 * SIDE + 2  # an enlarged image and its grid padding
-TINY = ["data=digits", f"data.image_size={SIDE}", "data.batch_size=64", "model.hidden_dims=[32]",
+TINY = ["data=digits", f"data.image_size={SIDE}", "data.batch_size=64", "model.encoder.hidden_dims=[32]",
         "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.enable_progress_bar=false",
         "+trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0"]
 
@@ -41,7 +41,7 @@ def tiny_run(run_dir: Path, *overrides: str) -> Path:
 
 
 def grid_cells(path: Path) -> tuple[int, int]:
-    """(columns, rows) of an image grid written by genexp.callbacks.images."""
+    """(columns, rows) of an image grid written by genexp.images."""
     width, height = Image.open(path).size
     return (width - 2) // CELL, (height - 2) // CELL
 
@@ -179,6 +179,7 @@ class StubAutoEncoder(torch.nn.Module):
     SPREAD = torch.tensor([1.0, 0.1, 0.5, 0.01, 0.0])
     OFFSET = torch.tensor([0.0, 1.5, 0.0, 0.0, 0.0])
     device = torch.device("cpu")
+    num_classes = None  # unconditional, as GenerativeModule declares it
 
     def encode(self, x, labels=None):
         return self.SPREAD * x[:, :1, 0, 0] + self.OFFSET

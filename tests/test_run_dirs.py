@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, run_cli
 
-TINY = ["model.hidden_dims=[32]", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+TINY = ["model.encoder.hidden_dims=[32]", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false"]
 
 
@@ -67,7 +67,7 @@ BAD = {
     "negative_lr": ["optimizer.lr=-1"],
     "zero_batch": ["data.batch_size=0"],
     "missing_data_root": ["data=mnist", "data.root=/nonexistent/genexp-data"],
-    "image_size_the_net_cannot_take": ["model.arch=conv", "data.image_size=10"],
+    "image_size_the_net_cannot_take": ["model/encoder=conv", "model/decoder=conv", "data.image_size=10"],
     "precision_the_cpu_lacks": ["trainer.precision=16-mixed", "trainer.accelerator=cpu"],
     "more_processes_than_cores": ["trainer=ddp", f"trainer.devices={(os.cpu_count() or 1) + 1}",
                                   "trainer.accelerator=cpu"],

@@ -23,7 +23,7 @@ from genexp import compare
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false", "print_config=false",
-        "model.iwae_samples=0", "model.hidden_dims=[32]"]
+        "model.iwae_samples=0", "model.encoder.hidden_dims=[32]"]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

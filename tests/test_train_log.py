@@ -5,6 +5,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from conftest import mlp_nets
 from genexp.models.train_log import TrainLog
 from genexp.models.vae import VAE
 
@@ -28,7 +29,7 @@ def test_step_values_follow_log_every_n_steps_and_epoch_means_match_the_steps(tm
     torch.manual_seed(0)
     x = torch.rand(50, 1, 4, 4)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(50)), batch_size=8)
-    model = VAE([1, 4, 4], latent_dim=2, hidden_dims=[8], value_range=[0, 1], optimizer=ADAM)
+    model = VAE([1, 4, 4], latent_dim=2, **mlp_nets([8]), value_range=[0, 1], optimizer=ADAM)
     seen = []
 
     class Spy(L.Callback):

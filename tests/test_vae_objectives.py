@@ -10,10 +10,10 @@ import torch
 from hydra.utils import instantiate
 from torch.distributions import Normal, kl_divergence
 
-from conftest import compose_config
+from conftest import compose_config, mlp_nets
 from genexp.errors import ConfigError
 from genexp.models.autoencoder import AutoEncoder
-from genexp.models.likelihoods import Gaussian, bits_per_dim, make_likelihood
+from genexp.models.likelihoods import GaussianLikelihood, bits_per_dim, make_likelihood
 from genexp.models.vae import CVAE, VAE, gaussian_kl
 
 ADAM = {"_target_": "torch.optim.Adam", "lr": 3e-3}
@@ -53,14 +53,14 @@ def test_kl_matches_torch_distributions_and_a_monte_carlo_estimate():
 
 def test_gaussian_log_prob_is_the_normal_density_and_bits_per_dim_use_8_bit_pixels():
     x, out = torch.rand(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
-    unbounded = Gaussian(0.3, learn_sigma=False, value_range=None)
+    unbounded = GaussianLikelihood(0.3, learn_sigma=False, value_range=None)
     assert torch.allclose(unbounded.log_prob(x, out), Normal(out, 0.3).log_prob(x).flatten(1).sum(1), atol=1e-5)
-    bounded = Gaussian(0.3, learn_sigma=True, value_range=(0.0, 1.0))
+    bounded = GaussianLikelihood(0.3, learn_sigma=True, value_range=(0.0, 1.0))
     assert torch.allclose(bounded.mean(out), torch.sigmoid(out))
     assert isinstance(bounded.log_sigma, torch.nn.Parameter)
     nll = torch.tensor(4 * math.log(2))  # 1 bit per value as a density on [0, 1]
     assert bits_per_dim(nll, (1, 2, 2), bounded, (0.0, 1.0)).item() == pytest.approx(9.0)
-    assert bits_per_dim(nll, (1, 2, 2), make_likelihood("bernoulli", (0.0, 1.0), 1.0, False), (0.0, 1.0)).item() \
+    assert bits_per_dim(nll, (1, 2, 2), make_likelihood("bernoulli", (0.0, 1.0)), (0.0, 1.0)).item() \
         == pytest.approx(1.0)
 
 
@@ -71,13 +71,13 @@ def test_gaussian_log_prob_is_the_normal_density_and_bits_per_dim_use_8_bit_pixe
 ])
 def test_a_likelihood_that_cannot_take_the_data_is_refused(likelihood, value_range, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
-        VAE([1, 8, 8], value_range=value_range, likelihood=likelihood, optimizer=ADAM)
+        VAE([1, 8, 8], **mlp_nets([8]), value_range=value_range, likelihood=likelihood, optimizer=ADAM)
 
 
 def test_conditional_vae_needs_labels_and_uses_them():
     with pytest.raises(ConfigError, match="data.num_classes"):
-        CVAE([1, 8, 8], num_classes=None, value_range=[0, 1], optimizer=ADAM)
-    model = CVAE([1, 8, 8], num_classes=3, latent_dim=2, hidden_dims=[16], value_range=[0, 1], optimizer=ADAM).eval()
+        CVAE([1, 8, 8], num_classes=None, **mlp_nets([8]), value_range=[0, 1], optimizer=ADAM)
+    model = CVAE([1, 8, 8], num_classes=3, latent_dim=2, **mlp_nets([16]), value_range=[0, 1], optimizer=ADAM).eval()
     z = torch.zeros(2, 2)
     assert not torch.allclose(model.decode(z, labels=torch.tensor([0, 0])), model.decode(z, labels=torch.tensor([1, 2])))
     assert model.sample(4, labels=torch.tensor([0, 1, 2, 0])).shape == (4, 1, 8, 8)
@@ -89,7 +89,7 @@ def test_iwae_converges_to_the_exact_likelihood_of_a_linear_gaussian_vae():
     torch.manual_seed(0)
     true_w = torch.randn(4, 2)
     x = torch.randn(4096, 2) @ true_w.T + 0.3 * torch.randn(4096, 4) + 1.0
-    model = VAE([4], latent_dim=2, hidden_dims=[], likelihood="gaussian", sigma=0.5, value_range=None,
+    model = VAE([4], latent_dim=2, **mlp_nets([]), likelihood="gaussian", sigma=0.5, value_range=None,
                 optimizer=ADAM)
     train(model, x[:3072], steps=300)
     test = x[3072:]
@@ -105,10 +105,10 @@ def test_iwae_converges_to_the_exact_likelihood_of_a_linear_gaussian_vae():
 def test_a_learned_sigma_finds_the_noise_level_and_a_fixed_one_stays():
     torch.manual_seed(0)
     x = torch.randn(3072, 2) @ torch.randn(4, 2).T + 0.3 * torch.randn(3072, 4)
-    learned = VAE([4], latent_dim=2, hidden_dims=[], likelihood="gaussian", sigma=1.0, learn_sigma=True,
+    learned = VAE([4], latent_dim=2, **mlp_nets([]), likelihood="gaussian", sigma=1.0, learn_sigma=True,
                   value_range=None, optimizer=ADAM | {"lr": 1e-2})
     assert 0.25 < train(learned, x, steps=1000).likelihood.sigma.item() < 0.4
-    fixed = VAE([4], latent_dim=2, hidden_dims=[], likelihood="gaussian", sigma=1.0, value_range=None,
+    fixed = VAE([4], latent_dim=2, **mlp_nets([]), likelihood="gaussian", sigma=1.0, value_range=None,
                 optimizer=ADAM)
     assert train(fixed, x, steps=10).likelihood.sigma.item() == pytest.approx(1.0)
     assert "likelihood.log_sigma" not in dict(fixed.named_parameters())
@@ -118,7 +118,7 @@ def test_iwae_is_tighter_than_the_elbo_and_tightens_with_k_on_a_trained_model(tm
     datamodule = digits(tmp_path)
     x = datamodule.example_batch("train", 2000)[0]
     torch.manual_seed(0)
-    model = train(VAE([1, 8, 8], latent_dim=4, hidden_dims=[64], value_range=[0, 1], optimizer=ADAM),
+    model = train(VAE([1, 8, 8], latent_dim=4, **mlp_nets([64]), value_range=[0, 1], optimizer=ADAM),
                   x, steps=400)
     test = datamodule.example_batch("test", 500)[0]
     with torch.no_grad():
@@ -143,8 +143,9 @@ class LossSpy(L.Callback):
 @pytest.mark.parametrize("capacity", [None, 5.0])
 def test_beta_warmup_and_capacity_reach_the_training_loss(capacity, tmp_path):
     beta, warmup, capacity_epochs = 3.0, 1.5, 2.0
-    model = VAE([1, 8, 8], latent_dim=2, hidden_dims=[16], value_range=[0, 1], beta=beta,
-                kl_warmup_epochs=warmup, capacity_max=capacity, capacity_epochs=capacity_epochs, optimizer=ADAM)
+    model = VAE([1, 8, 8], latent_dim=2, **mlp_nets([16]), value_range=[0, 1], beta=beta,
+                kl_warmup_epochs=warmup, capacity_max=capacity,
+                capacity_epochs=0 if capacity is None else capacity_epochs, optimizer=ADAM)
     spy = LossSpy()
     trainer = L.Trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -167,7 +168,7 @@ def test_beta_warmup_and_capacity_reach_the_training_loss(capacity, tmp_path):
 
 
 def test_autoencoder_samples_from_its_fitted_code_distribution():
-    model = AutoEncoder([1, 8, 8], latent_dim=2, hidden_dims=[16], value_range=[0, 1], optimizer=ADAM)
+    model = AutoEncoder([1, 8, 8], latent_dim=2, **mlp_nets([16]), value_range=[0, 1], optimizer=ADAM)
     model.code_mean.fill_(5.0)
     model.code_var.fill_(1e-8)
     generator = torch.Generator().manual_seed(0)

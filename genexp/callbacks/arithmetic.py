@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from genexp.callbacks.images import image_grid, publish_grid
+from genexp.images import image_grid, publish_grid
 from genexp.callbacks.latent import Codes, LatentView
 
 
@@ -46,6 +46,8 @@ def arithmetic_grid(model: L.LightningModule, datamodule: L.LightningDataModule,
 
 
 class LatentArithmetic(LatentView):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_images": "int >= 1", "n_attribute": "int >= 2"}
     tag = "latent_arithmetic"
 
     def __init__(self, source: int = 0, target: int = 1, alphas: Sequence[float] = (0.0, 0.5, 1.0, 1.5, 2.0),

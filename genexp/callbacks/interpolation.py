@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from genexp.callbacks.images import image_grid, publish_grid
+from genexp.images import image_grid, publish_grid
 from genexp.callbacks.latent import Codes, LatentView
 
 
@@ -34,6 +34,8 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 
 class LatentInterpolation(LatentView):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_pairs": "int >= 1", "n_steps": "int >= 1"}
     tag = "latent_interpolation"
 
     def __init__(self, n_pairs: int = 4, n_steps: int = 8, every_n_epochs: int | None = None) -> None:

@@ -14,14 +14,14 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from genexp.callbacks.images import evaluating
+from genexp.images import evaluating
 
 ENCODE_BATCH = 256  # examples per encoder pass when a view reads many codes
 
 
 def label_kwargs(model: L.LightningModule, labels: Tensor) -> dict[str, Any]:
     """`labels=` for conditional models, nothing for the others."""
-    return {"labels": labels} if getattr(model, "num_classes", None) else {}
+    return {"labels": labels} if model.num_classes else {}
 
 
 class Codes:
@@ -44,6 +44,9 @@ class Codes:
 
 class LatentView(L.Callback):
     """Subclasses set `tag` (the folder and TensorBoard tag) and implement `draw`."""
+
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"every_n_epochs": "int >= 1"}
 
     tag = "latent"
     needs_images = True  # False for views that need only the codes

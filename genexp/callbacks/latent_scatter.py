@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from genexp.callbacks.images import figure_image, publish_grid
+from genexp.images import figure_image, publish_grid
 from genexp.callbacks.latent import Codes, LatentView
 
 
@@ -47,6 +47,8 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, axes: tuple[st
 
 
 class LatentScatter(LatentView):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_points": "int >= 1"}
     tag = "latent_scatter"
     needs_images = False
 

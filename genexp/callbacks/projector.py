@@ -8,6 +8,8 @@ from genexp.callbacks.latent import Codes, LatentView
 
 
 class LatentProjector(LatentView):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_points": "int >= 1"}
     tag = "latent_projector"
     needs_images = False
 

@@ -3,12 +3,15 @@
 import lightning as L
 import torch
 
-from genexp.callbacks.images import image_grid, publish_grid
-from genexp.callbacks.images import evaluating
+from genexp.images import image_grid, publish_grid
+from genexp.images import evaluating
 from genexp.callbacks.latent import label_kwargs
 
 
 class Reconstructions(L.Callback):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_samples": "int >= 1", "every_n_epochs": "int >= 1"}
+
     def __init__(self, n_samples: int = 16, every_n_epochs: int = 1) -> None:
         self.n_samples = n_samples
         self.every_n_epochs = every_n_epochs

@@ -7,22 +7,31 @@ and kept in memory here). The scores are logged only on validation epochs whose 
 multiple of `every_n_epochs`; a ModelCheckpoint that monitors one of them must check on the same
 epochs (its own `every_n_epochs`, as conf/callbacks/with_fid.yaml sets it). Every rank computes
 the same scores from the same seed, so that each rank's checkpoint callback finds them.
+
+The samples come from the model's `preview` (its cheap sampler while training, see
+genexp.models.base; `sample` unless the model has a cheaper one), recorded as "sampler" in the
+provenance; genexp.evaluate scores the full `sample`.
 """
 
 import json
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from genexp.errors import ConfigError
+from genexp.images import evaluating
 from genexp.metrics.features import dataset_key, extractor_from_config
-from genexp.metrics.sample_quality import draw_images, real_features, score_samples
+from genexp.metrics.sample_quality import real_features, score_samples
 
 LOGGED = {"fid": "val/fid", "kid_mean": "val/kid", "precision": "val/precision", "recall": "val/recall",
           "is_mean": "val/is"}
 
 
 class SampleQuality(L.Callback):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"every_n_epochs": "int >= 1", "n_samples": "int >= 1", "seed": "int >= 0"}
+
     def __init__(self, every_n_epochs: int | None = None, n_samples: int = 500, feature_extractor: str = "classifier",
                  split: str = "val", seed: int = 1234, k: int = 3) -> None:
         self.every_n_epochs = every_n_epochs
@@ -47,8 +56,9 @@ class SampleQuality(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.every_n_epochs or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        images = draw_images(pl_module, trainer.datamodule, self.n_samples, self.seed)
+        images = preview_images(pl_module, trainer.datamodule, self.n_samples, self.seed)
         result = score_samples(images, self.real, self.extractor, self.reference, self.k)
+        result["provenance"]["sampler"] = "preview"
         for key, name in LOGGED.items():
             if key in result["scores"]:
                 pl_module.log(name, result["scores"][key])
@@ -61,3 +71,16 @@ class SampleQuality(L.Callback):
         path = Path(trainer.default_root_dir) / "sample_quality.json"
         path.write_text(json.dumps({"provenance": result["provenance"], "logged_as": LOGGED,
                                     "history": self.history}, indent=2) + "\n")
+
+
+def preview_images(model: L.LightningModule, datamodule: L.LightningDataModule, n: int, seed: int,
+                   batch_size: int = 500) -> torch.Tensor:
+    """n previews as images in [0, 1] on the CPU, as genexp.metrics.sample_quality.draw_images draws
+    full samples: the same labels (spread evenly for conditional models), seed and batches."""
+    num_classes = getattr(model, "num_classes", None)
+    labels = torch.arange(n) % num_classes if num_classes else None
+    generator = torch.Generator().manual_seed(seed)
+    with evaluating(model):
+        return torch.cat([datamodule.to_images(model.preview(
+            len(chunk), labels=None if labels is None else labels[chunk].to(model.device), generator=generator).cpu())
+            for chunk in torch.arange(n).split(batch_size)])

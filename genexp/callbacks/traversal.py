@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from genexp.callbacks.images import image_grid, publish_grid
+from genexp.images import image_grid, publish_grid
 from genexp.callbacks.latent import ENCODE_BATCH, Codes, LatentView, label_kwargs
 
 RANK_SPLIT = "val"  # where dimensions are ranked, whichever split is drawn
@@ -93,6 +93,8 @@ def label_rows(grid: Tensor, labels: list[str], cell_height: int, cell_width: in
 
 
 class LatentTraversal(LatentView):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"max_dims": "int >= 1", "n_steps": "int >= 1", "span": "number > 0", "n_samples": "int >= 1"}
     tag = "latent_traversal"
 
     def __init__(self, max_dims: int = 10, n_steps: int = 9, span: float = 2.5, n_samples: int = 500,

@@ -45,6 +45,9 @@ def read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
 
 
 class CelebADataModule(ImageFilesDataModule):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"download": "bool"}
+
     def __init__(self, download: bool = False, label_attribute: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.download_source = download

@@ -36,6 +36,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
 class CIFAR10DataModule(ImageTensorDataModule):
     """Files live in <root>/cifar-10-batches-py/ (data_batch_1..5, test_batch)."""
 
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"download": "bool"}
+
     def __init__(self, root: str, download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).expanduser().resolve()

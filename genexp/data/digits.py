@@ -21,6 +21,9 @@ def all_digits() -> tuple[torch.Tensor, torch.Tensor]:
 class DigitsDataModule(ImageTensorDataModule):
     """Digits have no official test split: a seeded `test_fraction` of them is held out."""
 
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"test_fraction": "number in [0, 1)"}
+
     def __init__(self, test_fraction: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
         self.test_fraction = test_fraction

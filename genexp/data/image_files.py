@@ -90,6 +90,9 @@ class ImageFilesDataModule(ImageDataModule):
     """Subclasses list the files and labels of each split (`list_files`); this class checks
     them, decodes them and serves them."""
 
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"crop_size": "int >= 1", "test_fraction": "number in [0, 1)"}
+
     def __init__(self, root: str, channels: int = 3, crop_size: int | None = None, skip_corrupt: bool = False,
                  in_memory: bool = False, test_fraction: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -8,7 +8,6 @@ transforms. Every image module hands out uint8 batches; the float conversion to
 """
 
 import hashlib
-import os
 import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
@@ -20,6 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from genexp.errors import ConfigError
+from genexp.files import write_atomically
+from genexp.value_range import from_unit, to_unit
 
 VALUE_RANGES = ((0.0, 1.0), (-1.0, 1.0))
 UNLABELLED = -1  # the label of every image of a data set without classes
@@ -60,10 +61,7 @@ def cached_tensors(path: Path | None, build: Callable[[], dict[str, torch.Tensor
     tensors = build()
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            torch.save(tensors, tmp)
-            tmp.replace(path)
+            write_atomically(path, lambda file: torch.save(tensors, file))
         except OSError as error:  # a read-only data folder: run without the cache
             warnings.warn(f"cannot write the data cache {path} ({error}); set data.cache_dir to a writable "
                           f"folder, or null", stacklevel=2)
@@ -82,6 +80,10 @@ class ImageDataModule(L.LightningDataModule):
     """Shape and range checks, loaders over `self.splits` (train, val, test), uint8 -> float
     conversion on the device, and the `example_batch` / `to_images` views that callbacks use.
     Subclasses fill `self.splits` in `build_splits` with datasets of (uint8 image, label)."""
+
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"image_size": "int >= 1", "batch_size": "int >= 1", "num_workers": "int >= 0",
+                    "val_fraction": "number in [0, 1)", "split_seed": "int >= 0"}
 
     def __init__(
         self,
@@ -190,8 +192,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        low, high = self.value_range
-        return images.float().mul_((high - low) / 255.0).add_(low), labels
+        return from_unit(images.float().div_(255.0), self.value_range), labels
 
     def example_batch(self, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first n examples of a split, as a model sees them (same examples every call)."""
@@ -202,8 +203,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def to_images(self, x: torch.Tensor) -> torch.Tensor:
         """A batch in the data's value range as viewable images in [0, 1]."""
-        low, high = self.value_range
-        return ((x - low) / (high - low)).clamp(0.0, 1.0)
+        return to_unit(x, self.value_range).clamp(0.0, 1.0)
 
 
 class ImageTensorDataModule(ImageDataModule):

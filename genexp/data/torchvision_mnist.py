@@ -14,6 +14,9 @@ _SOURCES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 class MNISTDataModule(ImageTensorDataModule):
     """`variant` is mnist or fashion_mnist; files live in <root>/<ClassName>/raw/ as torchvision expects."""
 
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"download": "bool"}
+
     def __init__(self, root: str, variant: str = "mnist", download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if variant not in _SOURCES:

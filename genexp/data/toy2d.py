@@ -146,6 +146,10 @@ class Toy2DDataModule(L.LightningDataModule):
     """Train, val and test points drawn from independent seeded streams (a split does not change when
     another split's size does); labels are all 0. `log_prob` is log p_data, or None where unknown."""
 
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_train": "int >= 1", "n_val": "int >= 1", "n_test": "int >= 1", "batch_size": "int >= 1",
+                    "num_workers": "int >= 0", "seed": "int >= 0"}
+
     def __init__(self, name: str, shape: list[int] = (2,), num_classes: int | None = None,
                  value_range: list[float] | None = None, n_train: int = 20000, n_val: int = 2000,
                  n_test: int = 5000, batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 from genexp.config_dir import config_dir
 from genexp.console import progress
 from genexp.errors import ConfigError
+from genexp.files import write_atomically, write_text_atomically
 
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                          "weights-inception-2015-12-05-6726825d.pth")
@@ -124,12 +125,9 @@ class ClassifierFeatures(nn.Module):
         weights = cache_root(cache_dir) / "extractors" / f"classifier-{dataset_key(datamodule)}-e{epochs}-s{seed}.pt"
         if not weights.is_file():
             record = self._train(datamodule, epochs, lr, seed)
-            weights.parent.mkdir(parents=True, exist_ok=True)
             # The record first: weights on disk always have theirs beside them.
-            weights.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-            tmp = weights.with_name(f"{weights.name}.{os.getpid()}.tmp")
-            torch.save(self.net.state_dict(), tmp)
-            tmp.replace(weights)
+            write_text_atomically(weights.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+            write_atomically(weights, lambda file: torch.save(self.net.state_dict(), file))
         self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.record = json.loads(weights.with_suffix(".json").read_text())
         self.net.eval()

@@ -3,7 +3,8 @@ unbiased squared maximum mean discrepancy (Gretton et al. 2012) on pixels averag
 at most 16x16, with a mixture of Gaussian kernels whose bandwidths are 0.5, 1 and 2 times
 the median squared distance between the real images (the median heuristic).
 
-It runs offline on every validation epoch, so GANs have a checkpoint monitor. Lower is
+It runs offline on every validation epoch, so GANs have a checkpoint monitor; on vector data
+(the 2D sets) it compares the points themselves. Lower is
 better; about 0 (and possibly slightly negative) when both sets come from one distribution.
 It measures how well pixel statistics match, coarsely: not perceptual quality as FID does.
 The same real images give the same bandwidth, so values are comparable across epochs.
@@ -20,7 +21,9 @@ BANDWIDTH_SCALES = (0.5, 1.0, 2.0)
 
 
 def pixel_features(images: Tensor) -> Tensor:
-    """(N, C, H, W) in [0, 1] -> (N, C * s * s) with s = min(H, 16)."""
+    """(N, C, H, W) in [0, 1] -> (N, C * s * s) with s = min(H, 16); vectors (N, D) stay as they are."""
+    if images.dim() != 4:
+        return images.float().flatten(1)
     side = min(images.shape[-1], POOLED_SIDE)
     return F.adaptive_avg_pool2d(images.float(), side).flatten(1)
 

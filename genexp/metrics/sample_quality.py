@@ -10,7 +10,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from genexp.callbacks.images import evaluating
+from genexp.images import evaluating
 from genexp.console import progress
 from genexp.data.image_tensor import cached_tensors
 from genexp.metrics.features import cache_root, dataset_key, extract, real_images
@@ -95,8 +95,7 @@ def score_samples(fake_images: torch.Tensor, real: torch.Tensor, extractor: nn.M
 def draw_images(model: L.LightningModule, datamodule: L.LightningDataModule, n: int, seed: int,
                 batch_size: int = 500) -> torch.Tensor:
     """n samples as images in [0, 1] on the CPU (labels spread evenly for conditional models), in eval mode."""
-    num_classes = getattr(model, "num_classes", None)
-    labels = torch.arange(n) % num_classes if num_classes else None
+    labels = model.spread_labels(n)
     generator = torch.Generator().manual_seed(seed)
     chunks = torch.arange(n).split(batch_size)
     with evaluating(model):

@@ -1,45 +1,42 @@
 """Deterministic autoencoder (the book's starting point): x -> z -> x, trained on the
 reconstruction NLL under the decoder's likelihood p(x|z).
 
-Encoder and decoder are sized from the data's shape; with `num_classes` both also see a one-hot
-label (the conditional VAE builds on this). An autoencoder has no prior over its codes, so
+Encoder and decoder are chosen by config (model.encoder, model.decoder: MLP or conv nets) and
+sized from the data's shape; with `num_classes` both also see a one-hot label (the conditional VAE builds on this). An autoencoder has no prior over its codes, so
 `sample` decodes codes drawn from a diagonal Gaussian fitted to the training codes (running
 moments kept with the weights): it shows how poorly such a latent space generates.
 """
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genexp.errors import ConfigError
-from genexp.models.base import GenerativeModule
+from genexp.models.base import GenerativeModule, build_net
 from genexp.models.likelihoods import make_likelihood
-from genexp.nets.conv import ConvDecoder, ConvEncoder
-from genexp.nets.mlp import MLPDecoder, MLPEncoder
-
-ARCHS = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
 CODE_MOMENTUM = 0.05  # of the running mean and variance of training codes
 
 
 class AutoEncoder(GenerativeModule):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"latent_dim": "int >= 1", "sigma": "number > 0"}
     codes_per_latent = 1  # encoder outputs per latent dimension (a VAE has mean and log-variance)
 
     def __init__(
         self,
         shape: list[int],
+        encoder: dict[str, Any],
+        decoder: dict[str, Any],
         latent_dim: int = 2,
-        arch: str = "mlp",
-        hidden_dims: list[int] = (512, 256),
         likelihood: str = "bernoulli",
-        sigma: float = 0.1,
+        sigma: float | None = None,
         learn_sigma: bool = False,
         value_range: list[float] | None = None,
         num_classes: int | None = None,
         **base,
     ) -> None:
         super().__init__(**base)
-        if arch not in ARCHS:
-            raise ConfigError(f"model.arch={arch!r} is not known; allowed: {', '.join(ARCHS)}")
         self.save_hyperparameters()
         self.shape = tuple(int(s) for s in shape)
         self.latent_dim = latent_dim
@@ -47,10 +44,11 @@ class AutoEncoder(GenerativeModule):
         self.num_classes = num_classes
         self.likelihood = make_likelihood(likelihood, self.value_range, sigma, learn_sigma)
         label_features = num_classes or 0
-        encoder_cls, decoder_cls = ARCHS[arch]
-        self.encoder = encoder_cls(self.shape, list(hidden_dims), self.codes_per_latent * latent_dim,
-                                   cond_features=label_features)
-        self.decoder = decoder_cls(self.shape, list(hidden_dims), latent_dim + label_features)
+        # The networks of the config (model.encoder, model.decoder), sized here: the encoder reads
+        # x (and a one-hot label), the decoder reads z (and the label).
+        self.encoder = build_net(encoder, shape=self.shape, out_features=self.codes_per_latent * latent_dim,
+                                 cond_features=label_features)
+        self.decoder = build_net(decoder, shape=self.shape, in_features=latent_dim + label_features)
         self.register_buffer("code_mean", torch.zeros(latent_dim))
         self.register_buffer("code_var", torch.ones(latent_dim))
 
@@ -116,15 +114,6 @@ class AutoEncoder(GenerativeModule):
         recon = self.reconstruction_nll(x, self.encode(x, labels), labels).mean()
         return {"loss": recon, "recon": recon}
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         x, labels = batch
-        metrics = self.evaluation_metrics(x, labels, stage)
-        # sync_dist: under DDP each rank sees a shard; the epoch's value is the mean over all ranks.
-        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()},
-                      prog_bar=(stage == "val"), batch_size=len(x), sync_dist=True)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self.log_evaluation(stage, self.evaluation_metrics(x, labels, stage), len(x))

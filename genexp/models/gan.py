@@ -6,32 +6,37 @@ One module, four objectives (D sees real x and generated x~ = G(z); r = D(x), f 
   wasserstein-gp  D: f - r + lambda * GP            G: -f           (Gulrajani et al. 2017)
   least-squares   D: (r - 1)^2 / 2 + f^2 / 2        G: (f - 1)^2 / 2 (Mao et al. 2017)
 Each training batch is one discriminator step; every `n_critic`-th batch is also one
-generator step. Generator and discriminator have their own optimizer and learning rate
-(two time-scale updates, Heusel et al. 2017). An exponential moving average of the
-generator's weights (Karras et al. 2018) draws the samples when `ema_decay` is set.
+generator step. The networks are chosen by config (`model.generator`, `model.discriminator`:
+DCGAN convolutional nets for images, MLPs for vectors such as the 2D toy sets). Each network
+has its own optimizer, built from the optimizer group with the changes in
+`model.optimizers.<net>` (e.g. a faster discriminator, the two time-scale updates of Heusel et
+al. 2017). An exponential moving average of the generator's weights (genexp.models.ema, Karras
+et al. 2018) draws the samples when `ema_decay` is set.
 
 No validation loss exists for a GAN: validation images are compared with as many samples
 from fixed noise (and the images' labels) by the pixel MMD of genexp.metrics.pixel_mmd,
 which is the default checkpoint monitor `val/pixel_mmd`.
 """
 
-import inspect
-from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
 
+from genexp import lightning_compat
 from genexp.errors import ConfigError
 from genexp.metrics.pixel_mmd import PixelMMD
-from genexp.models.base import GenerativeModule
-from genexp.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from genexp.models.base import GenerativeModule, build_net
+from genexp.models.ema import EMA
+from genexp.value_range import from_unit, to_unit
 
 LOSSES = ("non-saturating", "hinge", "wasserstein-gp", "least-squares")
-TARGET_LOSSES = ("non-saturating", "least-squares")  # the losses with real/fake targets that label noise can soften
+TARGET_LOSSES = ("non-saturating", "least-squares")
+NETS = ("generator", "discriminator")
+DEFAULT_GP_WEIGHT = 10.0  # lambda of Gulrajani et al. 2017, where model.gp_weight is not given  # in the order of their optimizers  # the losses with real/fake targets that label noise can soften
 
 
 def discriminator_loss(loss: str, real: Tensor, fake: Tensor, real_target: Tensor, fake_target: Tensor) -> Tensor:
@@ -66,90 +71,78 @@ def gradient_penalty(critic, real: Tensor, fake: Tensor, labels: Tensor | None =
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
-def ema_with_warmup(averaged: Tensor, current: Tensor, num_averaged: Tensor, decay: float) -> Tensor:
-    """One EMA step whose decay grows as (1 + n) / (10 + n) up to `decay` (as TensorFlow's
-    ExponentialMovingAverage with num_updates), so short runs do not average in the random
-    initial weights for long."""
-    d = torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay)
-    return torch.lerp(averaged, current, (1.0 - d).to(averaged.dtype))
-
-
 class GAN(GenerativeModule):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"latent_dim": "int >= 1", "n_critic": "int >= 1", "gp_weight": "number >= 0",
+                    "label_noise": "number in [0, 1)", "ema_decay": "number in [0, 1)", "eval_examples": "int >= 2",
+                    "optimizers.*.lr": "number > 0", "optimizers.*.weight_decay": "number >= 0",
+                    "optimizers.*.momentum": "number >= 0"}
+
     def __init__(
         self,
         shape: list[int],
         value_range: list[float] | None,
+        generator: dict[str, Any],
+        discriminator: dict[str, Any],
         latent_dim: int = 100,
         loss: str = "non-saturating",
         n_critic: int = 1,
-        gp_weight: float = 10.0,
+        gp_weight: float | None = None,
         label_noise: float = 0.0,
-        g_lr: float = 2e-4,
-        d_lr: float = 2e-4,
-        betas: list[float] | None = (0.5, 0.999),
-        g_width: int = 64,
-        d_width: int = 64,
-        d_norm: str = "batch",
-        d_dropout: float = 0.0,
-        spectral_norm: bool = False,
+        optimizers: dict[str, dict[str, Any]] | None = None,
         conditional: bool = False,
         num_classes: int | None = None,
-        class_embed_dim: int = 16,
-        d_conditioning: str = "projection",
         ema_decay: float | None = 0.999,
         eval_examples: int = 1000,
         **base,
     ) -> None:
         super().__init__(**base)
         self.shape = tuple(int(s) for s in shape)
-        if len(self.shape) != 3:
-            raise ConfigError(f"GAN models generate images (C, H, W); data.shape={list(self.shape)} is not an image "
-                              f"shape: choose an image data set")
-        if value_range is None or tuple(float(v) for v in value_range) not in ((0.0, 1.0), (-1.0, 1.0)):
+        self.value_range = None if value_range is None else tuple(float(v) for v in value_range)
+        if len(self.shape) == 3 and self.value_range not in ((0.0, 1.0), (-1.0, 1.0)):
             raise ConfigError(f"model.value_range={value_range} (from data.value_range) must be [-1, 1] (the "
                               f"generator's tanh range, as in Radford et al. 2016) or [0, 1]")
         if loss not in LOSSES:
             raise ConfigError(f"model.loss={loss!r} is not known; allowed: {', '.join(LOSSES)}")
-        if loss == "wasserstein-gp" and d_norm == "batch":
+        if loss == "wasserstein-gp" and discriminator.get("norm") == "batch":
             raise ConfigError("model.loss=wasserstein-gp penalises per-sample gradients, which batch norm mixes: "
-                              "set model.d_norm=layer or none")
+                              "set model.discriminator.norm=layer or none")
+        if gp_weight is not None and loss != "wasserstein-gp":
+            raise ConfigError(f"model.gp_weight={gp_weight} weighs the gradient penalty of model.loss=wasserstein-gp "
+                              f"only; model.loss={loss} has none")
         if label_noise and loss not in TARGET_LOSSES:
             raise ConfigError(f"model.label_noise={label_noise} softens targets; model.loss={loss} has none "
                               f"(allowed with: {', '.join(TARGET_LOSSES)})")
-        if betas is not None and "betas" not in inspect.signature(get_class(self.optimizer_cfg["_target_"])).parameters:
-            raise ConfigError(f"model.betas={list(betas)} but optimizer {self.optimizer_cfg['_target_']} has no betas: "
-                              f"set model.betas=null")
+        optimizers = dict(optimizers or {})
+        if set(optimizers) - set(NETS):
+            raise ConfigError(f"model.optimizers has {sorted(set(optimizers) - set(NETS))}; allowed: {', '.join(NETS)}")
         if conditional and not num_classes:
             raise ConfigError("a class-conditional GAN (model.conditional=true) needs labelled data: data.num_classes "
                               "is null (for CelebA set data.label_attribute and data.num_classes=2)")
         self.save_hyperparameters()
         self.automatic_optimization = False
 
-        self.low, self.high = (float(v) for v in value_range)
         self.latent_dim = latent_dim
         self.loss = loss
         self.n_critic = n_critic
-        self.gp_weight = gp_weight
+        self.gp_weight = DEFAULT_GP_WEIGHT if gp_weight is None else gp_weight
         self.label_noise = label_noise
-        self.lrs = {"generator": g_lr, "discriminator": d_lr}
-        self.betas = None if betas is None else tuple(betas)
+        # Per network: changes to the optimizer group's arguments (e.g. a faster discriminator's lr).
+        self.net_optimizers = {name: dict(optimizers.get(name) or {}) for name in NETS}
         # What SampleGrid reads to draw one row per class.
         self.num_classes = int(num_classes) if conditional else None
-        self.generator = DCGANGenerator(self.shape, latent_dim, g_width, self.num_classes, class_embed_dim)
-        self.discriminator = DCGANDiscriminator(self.shape, d_width, d_norm, d_dropout, spectral_norm,
-                                                self.num_classes, d_conditioning)
-        self.generator_ema = None
-        if ema_decay is not None:
-            self.generator_ema = AveragedModel(self.generator, avg_fn=partial(ema_with_warmup, decay=ema_decay))
-            self.generator_ema.requires_grad_(False)
+        self.generator = build_net(generator, shape=self.shape, latent_dim=latent_dim, num_classes=self.num_classes)
+        self.discriminator = build_net(discriminator, shape=self.shape, num_classes=self.num_classes)
+        self.generator_ema = EMA(self.generator, ema_decay) if ema_decay is not None else None
         self.pixel_mmd = nn.ModuleDict({stage: PixelMMD(eval_examples) for stage in ("val", "test")})
 
     # --- protocol -------------------------------------------------------------------------
-    def to_data_range(self, tanh_out: Tensor) -> Tensor:
-        return self.low + (self.high - self.low) * (tanh_out + 1.0) / 2.0
+    def to_data_range(self, out: Tensor) -> Tensor:
+        """An image generator's tanh output onto the data's value range; vectors stay as they are."""
+        return out if self.value_range is None else from_unit((out + 1.0) / 2.0, self.value_range)
 
     def to_unit_range(self, x: Tensor) -> Tensor:
-        return (x - self.low) / (self.high - self.low)
+        return x if self.value_range is None else to_unit(x, self.value_range)
 
     def generate(self, z: Tensor, labels: Tensor | None, use_ema: bool = False) -> Tensor:
         net = self.generator_ema.module if use_ema and self.generator_ema is not None else self.generator
@@ -170,21 +163,20 @@ class GAN(GenerativeModule):
         wrapped = self.trainer.strategy.model
         if isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters:
             # The discriminator step leaves the generator out of the graph, and the other way round.
-            raise ConfigError("a GAN under DDP needs trainer.strategy=ddp_find_unused_parameters_true "
-                              "(or ddp_spawn_find_unused_parameters_true)")
+            raise ConfigError("a GAN under DDP needs unused-parameter detection: Lightning's strategy "
+                              "ddp_find_unused_parameters_true (genexp's trainer=ddp chooses it for GANs)")
 
     def configure_optimizers(self):
-        extra = {} if self.betas is None else {"betas": self.betas}
-        optimizers = [self.make_optimizer(getattr(self, name).parameters(), lr=lr, **extra)
-                      for name, lr in self.lrs.items()]
-        if not self.scheduler_cfg:
+        optimizers = [self.make_optimizer(getattr(self, name).parameters(), **changes)
+                      for name, changes in self.net_optimizers.items()]
+        if not self.lr_scheduler_cfg:
             return optimizers
-        return optimizers, [instantiate(self.scheduler_cfg["scheduler"], optimizer=o, _convert_="all")
+        return optimizers, [instantiate(self.lr_scheduler_cfg["scheduler"], optimizer=o, _convert_="all")
                             for o in optimizers]
 
     def step_schedulers(self, interval: str) -> None:
         """Manual optimisation steps its schedulers itself, per epoch or per batch as configured."""
-        if self.scheduler_cfg and self.scheduler_cfg.get("interval", "epoch") == interval:
+        if self.lr_scheduler_cfg and self.lr_scheduler_cfg.get("interval", "epoch") == interval:
             for scheduler in self.lr_schedulers():
                 scheduler.step()
 
@@ -212,7 +204,7 @@ class GAN(GenerativeModule):
         return (torch.sigmoid(scores) if self.loss == "non-saturating" else scores).mean().detach()
 
     def discriminator_step(self, real: Tensor, labels: Tensor | None, optimizer) -> dict[str, Tensor]:
-        with self.toggled_optimizer(optimizer):
+        with lightning_compat.toggled_optimizer(self, optimizer):
             with torch.no_grad():
                 fake = self.generate(self.latents(len(real)), labels)
             real_out = self.discriminator(real, labels).float()
@@ -231,14 +223,14 @@ class GAN(GenerativeModule):
         return {"d_loss": loss.detach(), **terms, **self.grad_norm("d_grad_norm", self.discriminator)}
 
     def generator_step(self, n: int, labels: Tensor | None, optimizer) -> dict[str, Tensor]:
-        with self.toggled_optimizer(optimizer):
+        with lightning_compat.toggled_optimizer(self, optimizer):
             fake_out = self.discriminator(self.generate(self.latents(n), labels), labels).float()
             loss = generator_loss(self.loss, fake_out)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
         if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
+            self.generator_ema.update(self.generator)
         return {"g_loss": loss.detach(), **self.grad_norm("g_grad_norm", self.generator)}
 
     def training_step(self, batch, batch_idx: int) -> None:
@@ -247,7 +239,7 @@ class GAN(GenerativeModule):
         opt_g, opt_d = self.optimizers()
         terms = self.discriminator_step(real, labels, opt_d)
         # Counted across epochs (and restored on resume), so short epochs still reach a generator step.
-        if (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) % self.n_critic == 0:
+        if (lightning_compat.total_batch_idx(self.trainer) + 1) % self.n_critic == 0:
             terms |= self.generator_step(len(real), labels, opt_g)
         self.log_train({f"train/{k}": v for k, v in terms.items()}, len(real))
         self.step_schedulers("step")
@@ -257,20 +249,13 @@ class GAN(GenerativeModule):
         self.step_schedulers("epoch")
 
     # --- evaluation -----------------------------------------------------------------------
-    def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
+    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         real, labels = batch
         labels = labels if self.num_classes else None
         # The same noise for batch i every epoch, so the metric moves only with the weights.
         fake = self.sample(len(real), labels, generator=torch.Generator().manual_seed(batch_idx))
-        self.log_dict({f"{stage}/d_real": self.score_mean(self.discriminator(real, labels).float()),
-                       f"{stage}/d_fake": self.score_mean(self.discriminator(fake, labels).float())},
-                      batch_size=len(real), sync_dist=True)
+        self.log_evaluation(stage, {"d_real": self.score_mean(self.discriminator(real, labels).float()),
+                                    "d_fake": self.score_mean(self.discriminator(fake, labels).float())}, len(real))
         metric = self.pixel_mmd[stage]
         metric.update(self.to_unit_range(real), self.to_unit_range(fake))
         self.log(f"{stage}/pixel_mmd", metric, on_step=False, on_epoch=True, prog_bar=(stage == "val"))
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")

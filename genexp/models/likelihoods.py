@@ -15,12 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genexp.errors import ConfigError
+from genexp.value_range import from_unit
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 MIN_LOG_SIGMA = math.log(1e-3)  # a learned sigma may not collapse onto the data
 
 
-class Bernoulli(nn.Module):
+class BernoulliLikelihood(nn.Module):
     discrete = True
 
     def mean(self, out: Tensor) -> Tensor:
@@ -31,7 +32,7 @@ class Bernoulli(nn.Module):
         return -F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
 
 
-class Gaussian(nn.Module):
+class GaussianLikelihood(nn.Module):
     discrete = False
 
     def __init__(self, sigma: float, learn_sigma: bool, value_range: tuple[float, float] | None) -> None:
@@ -50,8 +51,7 @@ class Gaussian(nn.Module):
     def mean(self, out: Tensor) -> Tensor:
         if self.value_range is None:
             return out
-        low, high = self.value_range
-        return low + (high - low) * torch.sigmoid(out)
+        return from_unit(torch.sigmoid(out), self.value_range)
 
     def log_prob(self, x: Tensor, out: Tensor) -> Tensor:
         """log p(x|z) per sample, summed over dimensions; `out` is the decoder's raw output."""
@@ -60,20 +60,28 @@ class Gaussian(nn.Module):
         return -(0.5 * z.pow(2) + log_sigma + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
 
 
-def make_likelihood(likelihood: str, value_range: tuple[float, float] | None, sigma: float,
-                    learn_sigma: bool) -> nn.Module:
-    """The configured p(x|z), after checking that the data's value range suits it."""
+DEFAULT_SIGMA = 0.1  # of the gaussian likelihood, where model.sigma is null
+
+
+def make_likelihood(likelihood: str, value_range: tuple[float, float] | None, sigma: float | None = None,
+                    learn_sigma: bool = False) -> nn.Module:
+    """The configured p(x|z), after checking that the data's value range suits it (and that no
+    setting of the other likelihood is given: it would be ignored)."""
     if likelihood not in LIKELIHOODS:
         raise ConfigError(f"model.likelihood={likelihood!r} is not known; allowed: {', '.join(LIKELIHOODS)}")
     if likelihood == "bernoulli":
+        if sigma is not None or learn_sigma:
+            raise ConfigError("model.sigma and model.learn_sigma are read by model.likelihood=gaussian only; "
+                              "leave them null and false with the bernoulli likelihood")
         if value_range != (0.0, 1.0):
             shown = None if value_range is None else list(value_range)
             raise ConfigError(f"model.likelihood=bernoulli needs data in [0, 1] but data.value_range={shown}; "
                               f"use model.likelihood=gaussian, or data.value_range=[0.0, 1.0] for images")
-        return Bernoulli()
+        return BernoulliLikelihood()
+    sigma = DEFAULT_SIGMA if sigma is None else sigma
     if sigma <= 0:
         raise ConfigError(f"model.sigma={sigma} must be > 0")
-    return Gaussian(sigma, learn_sigma, value_range)
+    return GaussianLikelihood(sigma, learn_sigma, value_range)
 
 
 def bits_per_dim(nll: Tensor, shape: tuple[int, ...], likelihood: nn.Module,

@@ -31,6 +31,9 @@ def importance_weighted_nll(log_weights: Tensor) -> Tensor:
 
 
 class VAE(AutoEncoder):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"beta": "number >= 0", "kl_warmup_epochs": "number >= 0", "capacity_max": "number >= 0",
+                    "capacity_epochs": "number >= 0", "iwae_samples": "int >= 0"}
     codes_per_latent = 2
 
     def __init__(
@@ -44,9 +47,12 @@ class VAE(AutoEncoder):
         iwae_samples: int = 100,
         **kwargs,
     ) -> None:
-        super().__init__(shape, latent_dim, **kwargs)
+        super().__init__(shape, latent_dim=latent_dim, **kwargs)
         if capacity_max is not None and capacity_max < 0:
             raise ConfigError(f"model.capacity_max={capacity_max} must be >= 0 nats, or null to switch it off")
+        if capacity_max is None and capacity_epochs:
+            raise ConfigError(f"model.capacity_epochs={capacity_epochs} schedules the capacity C, which is off "
+                              f"(model.capacity_max=null): set model.capacity_max too, or leave capacity_epochs 0")
         self.beta = beta
         self.kl_warmup_epochs = kl_warmup_epochs
         self.capacity_max = capacity_max

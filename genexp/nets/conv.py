@@ -14,13 +14,14 @@ def check_image_size(shape: tuple[int, ...], n_halvings: int) -> int:
     """Spatial side after the encoder; raises naming the data key if the net cannot take it."""
     if len(shape) != 3:
         raise ConfigError(f"data.shape={list(shape)} is not an image (C, H, W): a conv network needs images; "
-                          f"use model.arch=mlp")
+                          f"use model/encoder=mlp model/decoder=mlp")
     side = shape[-1]
     factor = 2**n_halvings
     if shape[-1] != shape[-2] or side % factor or side < factor:
         raise ConfigError(
             f"data.image_size={side} cannot be taken by a conv network with {n_halvings} stride-2 layers "
-            f"(model.hidden_dims): use a multiple of {factor}, or fewer hidden_dims, or model.arch=mlp"
+            f"(model.encoder.hidden_dims): use a multiple of {factor}, or fewer hidden_dims, or "
+            f"model/encoder=mlp model/decoder=mlp"
         )
     return side // factor
 
@@ -28,6 +29,9 @@ def check_image_size(shape: tuple[int, ...], n_halvings: int) -> int:
 class ConvEncoder(nn.Module):
     """(N, C, H, W) -> (N, out_features): stride-2 3x3 convs with batch norm and LeakyReLU.
     An optional condition vector (N, cond_features) joins the features before the linear head."""
+
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"hidden_dims": "list of int >= 1; e.g. [256, 128]"}
 
     def __init__(self, shape: tuple[int, ...], hidden_dims: list[int], out_features: int,
                  cond_features: int = 0) -> None:
@@ -48,6 +52,9 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """(N, in_features) -> (N, C, H, W): mirrors ConvEncoder with transposed convs."""
+
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"hidden_dims": "list of int >= 1; e.g. [256, 128]"}
 
     def __init__(self, shape: tuple[int, ...], hidden_dims: list[int], in_features: int) -> None:
         super().__init__()

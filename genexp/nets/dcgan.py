@@ -24,7 +24,8 @@ CONDITIONINGS = ("projection", "concat")
 def dcgan_layout(shape: tuple[int, ...]) -> tuple[int, int]:
     """(base side, number of stride-2 layers) for a (C, H, W) shape; ConfigError naming data.image_size otherwise."""
     if len(shape) != 3 or shape[1] != shape[2]:
-        raise ConfigError(f"DCGAN nets need square images (C, H, W); data.shape={list(shape)}")
+        raise ConfigError(f"DCGAN nets need square images (C, H, W); data.shape={list(shape)} (for vectors such as "
+                          f"the 2D sets: model=gan_2d, or model/generator=mlp model/discriminator=mlp)")
     side, halvings = shape[-1], 0
     while side % 2 == 0 and side // 2 >= BASE_SIDES[0]:
         side, halvings = side // 2, halvings + 1
@@ -49,6 +50,9 @@ def dcgan_init(module: nn.Module) -> None:
 class DCGANGenerator(nn.Module):
     """(z (N, latent_dim), labels (N,) or None) -> images (N, C, H, W) in [-1, 1] (tanh).
     A class-conditional generator appends a learned class embedding to z."""
+
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"width": "int >= 1", "class_embed_dim": "int >= 1"}
 
     def __init__(self, shape: tuple[int, ...], latent_dim: int, width: int = 64,
                  num_classes: int | None = None, class_embed_dim: int = 16) -> None:
@@ -81,14 +85,17 @@ class DCGANDiscriminator(nn.Module):
     2018); `concat` appends the one-hot label as constant image channels (Mirza & Osindero 2014).
     """
 
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"width": "int >= 1", "dropout": "number in [0, 1)"}
+
     def __init__(self, shape: tuple[int, ...], width: int = 64, norm: str = "batch", dropout: float = 0.0,
                  spectral_norm: bool = False, num_classes: int | None = None,
                  conditioning: str = "projection") -> None:
         super().__init__()
         if norm not in D_NORMS:
-            raise ConfigError(f"model.d_norm={norm!r} is not known; allowed: {', '.join(D_NORMS)}")
+            raise ConfigError(f"model.discriminator.norm={norm!r} is not known; allowed: {', '.join(D_NORMS)}")
         if conditioning not in CONDITIONINGS:
-            raise ConfigError(f"model.d_conditioning={conditioning!r} is not known; "
+            raise ConfigError(f"model.discriminator.conditioning={conditioning!r} is not known; "
                               f"allowed: {', '.join(CONDITIONINGS)}")
         base, halvings = dcgan_layout(shape)
         self.num_classes = num_classes

@@ -3,7 +3,7 @@
 A density net models one variable of fixed `shape`. Continuous densities (Gaussian,
 mixture, flows) give a log density in nats; discrete ones (`discrete = True`, PixelCNN)
 give the log probability of pixel levels. Nets know nothing of training or of how data
-was scaled: the maximum-likelihood module (genexp.models.density) takes care of that.
+was scaled: the maximum-likelihood module (genexp.models.maximum_likelihood) takes care of that.
 """
 
 import math

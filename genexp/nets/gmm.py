@@ -18,6 +18,9 @@ EM_REG_COVAR = 1e-3
 
 
 class GaussianMixture(Density):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_components": "int >= 1", "init_samples": "int >= 1"}
+
     def __init__(self, shape: tuple[int, ...], n_components: int = 8, covariance: str = "full",
                  em_init: bool = True, init_samples: int = 2000) -> None:
         super().__init__(shape)

@@ -77,6 +77,9 @@ class AutoregressiveAffine(Bijection):
 
 
 class MAF(Flow):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_layers": "int >= 1", "hidden_dims": "list of int >= 1; e.g. [256, 128]", "max_dims": "int >= 1"}
+
     def __init__(self, shape: tuple[int, ...], n_layers: int = 10, hidden_dims: list[int] = (128, 128),
                  max_dims: int = 1024) -> None:
         dims = math.prod(shape)

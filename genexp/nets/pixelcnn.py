@@ -58,6 +58,9 @@ class ResidualBlock(nn.Module):
 
 
 class PixelCNN(Density):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"levels": "int in [2, 256]; from binarised (2) to 8-bit (256)", "hidden_channels": "int >= 1",
+                    "n_blocks": "int >= 0", "max_dims": "int >= 1"}
     discrete = True
 
     def __init__(self, shape: tuple[int, ...], levels: int = 256, hidden_channels: int = 64,
@@ -79,7 +82,7 @@ class PixelCNN(Density):
             nn.ReLU(), conv(hidden_channels, channels * levels, 1),
         )
 
-    def quantize(self, x: Tensor) -> Tensor:
+    def to_levels(self, x: Tensor) -> Tensor:
         """Values in [0, 1] -> level indices 0..levels-1."""
         return (x * (self.levels - 1)).round().clamp(0, self.levels - 1).long()
 
@@ -100,7 +103,7 @@ class PixelCNN(Density):
         return self.logits(inputs[:, :, top:i + 1, left:right])[..., i - top, j - left]
 
     def log_prob(self, x: Tensor) -> Tensor:
-        target = self.quantize(x)
+        target = self.to_levels(x)
         logits = self.logits(self.inputs(target))
         return -F.cross_entropy(logits, target, reduction="none").flatten(1).sum(1)
 

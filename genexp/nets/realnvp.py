@@ -116,6 +116,10 @@ def conv_coupling_net(channels: int, hidden_channels: int) -> nn.Sequential:
 
 
 class RealNVP(Flow):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"n_couplings": "int >= 1", "hidden_dims": "list of int >= 1; e.g. [256, 128]",
+                    "couplings_per_scale": "int >= 1", "n_scales": "int >= 1", "hidden_channels": "int >= 1"}
+
     def __init__(self, shape: tuple[int, ...], mask: str = "auto", n_couplings: int = 16,
                  hidden_dims: list[int] = (128, 128), couplings_per_scale: int = 3, n_scales: int = 2,
                  hidden_channels: int = 32) -> None:

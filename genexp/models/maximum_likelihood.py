@@ -19,16 +19,19 @@ import math
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import Tensor
 
 from genexp.errors import ConfigError
-from genexp.models.base import GenerativeModule
+from genexp.models.base import GenerativeModule, build_net
+from genexp.value_range import from_unit, to_unit
 
 PIXEL_BINS = 256  # images are 8-bit
 
 
 class MaximumLikelihood(GenerativeModule):
+    # Checked by genexp.validate before torch is imported (the rule language is described there).
+    config_rules = {"logit_alpha": "number in [0, 0.5)"}
+
     def __init__(self, shape: list[int], density: dict[str, Any], value_range: list[float] | None = None,
                  logit_alpha: float = 0.05, **base) -> None:
         super().__init__(**base)
@@ -41,21 +44,13 @@ class MaximumLikelihood(GenerativeModule):
             raise ConfigError(f"model.logit_alpha={logit_alpha} is not allowed: it must be in [0, 0.5)")
         self.value_range = tuple(float(v) for v in value_range) if value_range is not None else None
         self.logit_alpha = logit_alpha
-        self.density = instantiate(density, shape=self.shape)
+        self.density = build_net(density, shape=self.shape)
         self.dims = math.prod(self.shape)
 
     # --- data space <-> the space the density models ------------------------------------
-    def to_unit(self, x: Tensor) -> Tensor:
-        low, high = self.value_range
-        return (x - low) / (high - low)
-
-    def from_unit(self, x: Tensor) -> Tensor:
-        low, high = self.value_range
-        return x * (high - low) + low
-
     def dequantize(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Image batch -> (continuous y the density models, log|dy/dx| per example), x = pixel levels + U[0,1)."""
-        bins = (self.to_unit(x) * (PIXEL_BINS - 1)).round()
+        bins = (to_unit(x, self.value_range) * (PIXEL_BINS - 1)).round()
         y = (bins + torch.rand_like(bins)) / PIXEL_BINS
         # Each pixel value owns a bin of width 1/256: log P(bin) >= log p(y) - D log 256.
         log_jacobian = torch.full((len(x),), -self.dims * math.log(PIXEL_BINS), device=x.device)
@@ -72,7 +67,7 @@ class MaximumLikelihood(GenerativeModule):
         if self.logit_alpha:
             y = (torch.sigmoid(y) - self.logit_alpha) / (1 - 2 * self.logit_alpha)
         bins = (y * PIXEL_BINS).floor().clamp(0, PIXEL_BINS - 1)
-        return self.from_unit(bins / (PIXEL_BINS - 1))
+        return from_unit(bins / (PIXEL_BINS - 1), self.value_range)
 
     # --- protocol -------------------------------------------------------------------------
     def log_prob(self, x: Tensor) -> Tensor:
@@ -81,7 +76,7 @@ class MaximumLikelihood(GenerativeModule):
         if not self.is_image:
             return self.density.log_prob(x)
         if self.density.discrete:
-            return self.density.log_prob(self.to_unit(x))
+            return self.density.log_prob(to_unit(x, self.value_range))
         y, log_jacobian = self.dequantize(x)
         return self.density.log_prob(y) + log_jacobian
 
@@ -89,7 +84,7 @@ class MaximumLikelihood(GenerativeModule):
         samples = self.density.sample(n, generator=generator)
         if not self.is_image:
             return samples
-        return self.from_unit(samples) if self.density.discrete else self.quantize(samples)
+        return from_unit(samples, self.value_range) if self.density.discrete else self.quantize(samples)
 
     # --- fitting --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -104,32 +99,25 @@ class MaximumLikelihood(GenerativeModule):
         """The loss: negative log-likelihood per example, averaged over the batch (nats)."""
         return -self.log_prob(x).mean()
 
-    def nll_metrics(self, stage: str, nll: Tensor) -> dict[str, Tensor]:
-        metrics = {f"{stage}/nll": nll}
+    def nll_metrics(self, nll: Tensor) -> dict[str, Tensor]:
+        metrics = {"nll": nll}
         if self.is_image:
-            metrics[f"{stage}/bits_per_dim"] = nll / (self.dims * math.log(2))
+            metrics["bits_per_dim"] = nll / (self.dims * math.log(2))
         return metrics
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0]
         nll = self.nll(x)
-        self.log_train(self.nll_metrics("train", nll), len(x))
+        self.log_train({f"train/{name}": value for name, value in self.nll_metrics(nll).items()}, len(x))
         return nll
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         x = batch[0]
         nll = self.nll(x)
-        # sync_dist: under DDP each rank sees a shard; the epoch's value is the mean over all ranks.
-        self.log_dict(self.nll_metrics(stage, nll), batch_size=len(x), prog_bar=(stage == "val"), sync_dist=True)
+        metrics = self.nll_metrics(nll)
         data_log_prob = getattr(self.trainer.datamodule, "log_prob", None)
         if data_log_prob is not None:
             # The best any model can do: the entropy of p_data, estimated on the same examples.
             oracle = -data_log_prob(x).mean()
-            self.log_dict({f"{stage}/oracle_nll": oracle, f"{stage}/nll_gap": nll - oracle}, batch_size=len(x),
-                          sync_dist=True)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+            metrics |= {"oracle_nll": oracle, "nll_gap": nll - oracle}
+        self.log_evaluation(stage, metrics, len(x))
