@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import compose_config
 from genexp.callbacks.density2d import Density2D
-from genexp.callbacks.sample_quality import preview_images
+from genexp.metrics.sample_quality import draw_images
 from genexp.models.base import GenerativeModule
 from genexp.train import run
 from genexp.validate import validate_config
@@ -71,7 +71,8 @@ def test_sample_quality_during_training_scores_previews():
 
     model = PreviewOnly(optimizer=ADAM)
     model.labels = []
-    images = preview_images(model, SimpleNamespace(to_images=lambda x: x + 0.5), n=7, seed=0, batch_size=4)
+    images = draw_images(model, SimpleNamespace(to_images=lambda x: x + 0.5), n=7, seed=0, batch_size=4,
+                         preview=True)
     assert images.shape == (7, 1, 2, 2) and bool((images == 0.5).all())
     assert [labels.tolist() for labels in model.labels] == [[0, 1, 2, 0], [1, 2, 0]]
 

@@ -17,12 +17,10 @@ import json
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from genexp.errors import ConfigError
-from genexp.images import evaluating
 from genexp.metrics.features import dataset_key, extractor_from_config
-from genexp.metrics.sample_quality import real_features, score_samples
+from genexp.metrics.sample_quality import draw_images, real_features, score_samples
 
 LOGGED = {"fid": "val/fid", "kid_mean": "val/kid", "precision": "val/precision", "recall": "val/recall",
           "is_mean": "val/is"}
@@ -56,7 +54,7 @@ class SampleQuality(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.every_n_epochs or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        images = preview_images(pl_module, trainer.datamodule, self.n_samples, self.seed)
+        images = draw_images(pl_module, trainer.datamodule, self.n_samples, self.seed, preview=True)
         result = score_samples(images, self.real, self.extractor, self.reference, self.k)
         result["provenance"]["sampler"] = "preview"
         for key, name in LOGGED.items():
@@ -72,15 +70,3 @@ class SampleQuality(L.Callback):
         path.write_text(json.dumps({"provenance": result["provenance"], "logged_as": LOGGED,
                                     "history": self.history}, indent=2) + "\n")
 
-
-def preview_images(model: L.LightningModule, datamodule: L.LightningDataModule, n: int, seed: int,
-                   batch_size: int = 500) -> torch.Tensor:
-    """n previews as images in [0, 1] on the CPU, as genexp.metrics.sample_quality.draw_images draws
-    full samples: the same labels (spread evenly for conditional models), seed and batches."""
-    num_classes = getattr(model, "num_classes", None)
-    labels = torch.arange(n) % num_classes if num_classes else None
-    generator = torch.Generator().manual_seed(seed)
-    with evaluating(model):
-        return torch.cat([datamodule.to_images(model.preview(
-            len(chunk), labels=None if labels is None else labels[chunk].to(model.device), generator=generator).cpu())
-            for chunk in torch.arange(n).split(batch_size)])

@@ -93,13 +93,15 @@ def score_samples(fake_images: torch.Tensor, real: torch.Tensor, extractor: nn.M
 
 
 def draw_images(model: L.LightningModule, datamodule: L.LightningDataModule, n: int, seed: int,
-                batch_size: int = 500) -> torch.Tensor:
-    """n samples as images in [0, 1] on the CPU (labels spread evenly for conditional models), in eval mode."""
+                batch_size: int = 500, preview: bool = False) -> torch.Tensor:
+    """n samples as images in [0, 1] on the CPU (labels spread evenly for conditional models), in eval mode;
+    `preview`: from the model's cheap preview sampler (scores during training) instead of `sample`."""
     labels = model.spread_labels(n)
     generator = torch.Generator().manual_seed(seed)
     chunks = torch.arange(n).split(batch_size)
+    draw = model.preview if preview else model.sample
     with evaluating(model):
-        images = torch.cat([datamodule.to_images(model.sample(
+        images = torch.cat([datamodule.to_images(draw(
             len(chunk), labels=None if labels is None else labels[chunk].to(model.device), generator=generator).cpu())
             for chunk in progress(chunks, f"sampling {n}", total=len(chunks))])
     return images
