@@ -1,11 +1,12 @@
 """Evaluate a saved run: `python -m genexp.evaluate run=<run dir or checkpoint> [feature_extractor=classifier]
-[n_fake=1000] [n_samples=64] [seed=...]`.
+[n_fake=1000] [n_samples=64] [seed=...] [model.<key>=...]`.
 
 Rebuilds the run from its saved config and checkpoint, runs its model family's test step on
 the test split (the metrics of metrics.json, recomputed), scores n_fake samples against the
 test split (FID, KID, precision/recall and Inception Score on the features of
 conf/feature_extractor/<name>.yaml; feature_extractor=none skips this), and writes <run dir>/eval.json and a sample grid
-<run dir>/samples/eval.png.
+<run dir>/samples/eval.png. `model.<key>=value` changes a key of the saved model config that leaves
+the weights as they are, e.g. a diffusion model's sampler: model.sampler.steps=250 (recorded in eval.json).
 """
 
 import time
@@ -49,7 +50,7 @@ def evaluate(saved: SavedRun, n_samples: int = 64, seed: int | None = None,
         SampleGrid(n_samples=n_samples, seed=seed).write(trainer, model, "eval.png", tensorboard=False)
         grid = str(saved.run_dir / "samples" / "eval.png")
     record = {"status": "completed", "checkpoint": str(saved.checkpoint), "split": "test", "seed": seed,
-              "metrics": metrics, "sample_quality": quality, "sample_grid": grid,
+              "model_overrides": saved.model_overrides, "metrics": metrics, "sample_quality": quality, "sample_grid": grid,
               "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_metrics(saved.run_dir / "eval.json", record)
     return record
@@ -60,6 +61,7 @@ def main(argv: list[str]) -> None:
     args = parse_cli(argv, USAGE, {"run": None, "n_samples": 64, "seed": None, "feature_extractor": "classifier",
                                    "n_fake": 1000})
     saved = SavedRun.open(args.run)
+    saved.override_model(args.get("model"))
     record = evaluate(saved, args.n_samples, args.seed, str(args.feature_extractor), args.n_fake)
     quality = record["sample_quality"] or {"scores": {}}
     for key, value in (record["metrics"] | quality["scores"]).items():

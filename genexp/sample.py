@@ -1,8 +1,10 @@
-"""Sample from a saved run: `python -m genexp.sample run=<run dir or checkpoint> n=64 [seed=0] [out=<dir>]`.
+"""Sample from a saved run: `python -m genexp.sample run=<run dir or checkpoint> n=64 [seed=0] [out=<dir>] [model.<key>=...]`.
 
 Writes samples_n<n>_seed<seed>.png (a grid) and .npz (`images` in [0, 1], shape (N, C, H, W),
 and `labels`) to <run dir>/samples/ or `out`. Conditional models draw n samples per label:
-one grid row per label, and one grid per label (..._label<k>.png) beside it.
+one grid row per label, and one grid per label (..._label<k>.png) beside it. `model.<key>=value`
+changes a key of the saved model config that leaves the weights as they are, such as a diffusion
+model's sampler (model.sampler.steps=250 model.sampler.name=ddpm) or guidance (model.guidance_scale=3).
 """
 
 import math
@@ -51,6 +53,7 @@ def main(argv: list[str]) -> None:
     if not isinstance(args.n, int) or args.n < 1:
         raise ConfigError(f"n={args.n!r} is not allowed: it must be an integer >= 1")
     saved = SavedRun.open(args.run)
+    saved.override_model(args.get("model"))
     images, labels = draw(saved, args.n, args.seed)
     out = Path(args.out) if args.out else saved.run_dir / "samples"
     for path in write(images, labels, args.n, out / f"samples_n{args.n}_seed{args.seed}"):

@@ -3,7 +3,7 @@ module, and its model with the weights of a checkpoint (loaded with weights_only
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.checkpoint_io import read_checkpoint
 from genexp.console import quiet_library_chatter
-from genexp.errors import ConfigError, find_user_error
+from genexp.errors import CheckpointError, ConfigError, find_user_error
 from genexp.train import instantiate_data_and_model
+from genexp.validate import validate_config
 
 
 @dataclass
@@ -20,6 +21,7 @@ class SavedRun:
     run_dir: Path
     checkpoint: Path
     cfg: DictConfig
+    model_overrides: list[str] = field(default_factory=list)  # key=value changes of the saved model config
 
     @classmethod
     def open(cls, path: str | Path) -> "SavedRun":
@@ -48,19 +50,57 @@ class SavedRun:
         raise ConfigError(f"run={run_dir}: no checkpoint (neither the best_checkpoint of metrics.json nor "
                           f"checkpoints/last.ckpt); pass a checkpoint file as run=<path>.ckpt")
 
+    def override_model(self, changes: DictConfig | dict | None) -> None:
+        """Change keys of the saved model config that leave its weights as they are, e.g. a diffusion
+        model's `model.sampler.steps`; checked by genexp.validate, and by the checkpoint when built."""
+        leaves = OmegaConf.to_container(changes, resolve=True) if isinstance(changes, DictConfig) else changes or {}
+        for key, value in _leaves(leaves, "model"):
+            if OmegaConf.select(self.cfg, key, default=_MISSING) is _MISSING:
+                raise ConfigError(f"{key} is not a key of this run's model ({self.cfg.model._target_}); "
+                                  f"see {self.run_dir / '.hydra' / 'config.yaml'}")
+            OmegaConf.update(self.cfg, key, value)
+            self.model_overrides.append(f"{key}={value}")
+        if self.model_overrides:
+            validate_config(self.cfg)
+
     def build(self) -> tuple[L.LightningDataModule, L.LightningModule]:
         """The data module and the model holding the checkpoint's weights, in eval mode."""
         datamodule, model = instantiate_data_and_model(self.cfg)
-        model.load_state_dict(read_checkpoint(self.checkpoint, model)["state_dict"])
+        try:
+            state = read_checkpoint(self.checkpoint, model)["state_dict"]
+        except CheckpointError as error:
+            if not self.model_overrides:
+                raise
+            raise ConfigError(f"{', '.join(self.model_overrides)} changes the network, so the checkpoint's weights "
+                              f"do not fit it ({error}); only keys that leave the weights as they are (a sampler's "
+                              f"settings such as model.sampler.steps) can change after training") from None
+        model.load_state_dict(state)
         return datamodule, model.eval()
 
 
+_MISSING = object()
+
+
+def _leaves(node: dict, prefix: str):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}.{key}")
+        else:
+            yield f"{prefix}.{key}", value
+
+
 def parse_cli(argv: list[str], usage: str, defaults: dict) -> DictConfig:
-    """`key=value` arguments over `defaults`; `run` is required."""
+    """`key=value` arguments over `defaults`, and `model.<key>=value` changes of the saved model config
+    (SavedRun.override_model); `run` is required."""
     if any(a in ("-h", "--help") for a in argv) or not argv:
         print(usage)
         sys.exit(0 if argv else 2)
     args = OmegaConf.merge(defaults, OmegaConf.from_cli(argv))
+    unknown = sorted(set(args) - set(defaults) - {"model"})
+    if unknown:
+        print(f"genexp: error: {', '.join(unknown)} not known; allowed: {', '.join(defaults)}, and model.<key>=... "
+              f"for keys of the run's model that leave its weights as they are\n{usage}", file=sys.stderr)
+        sys.exit(2)
     if not args.get("run"):
         print(f"genexp: error: run=<run dir or checkpoint> is required\n{usage}", file=sys.stderr)
         sys.exit(2)

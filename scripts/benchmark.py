@@ -1,12 +1,14 @@
 """genexp against plain PyTorch, measured side by side in one run.
 
 Figures (each an entry with the genexp value, the baseline value and ratio = genexp / baseline):
-  overhead_<model>_<size>  training samples/s of genexp's Trainer (genexp.train.make_trainer: the
+  overhead_<model>_<size>  (dcgan, vae at 28 and 64 px; ddpm at 16 and 28 px) training samples/s of genexp's Trainer (genexp.train.make_trainer: the
                            default callbacks and TensorBoard logger; validation, checkpoints and the
                            progress bar off) against a hand-written loop over deep copies of the same
                            networks and optimizers, on the same uint8 tensors and batch size; higher
                            is better, target ratio >= 0.97; `overhead_ms_per_step` is the difference
                            per step, `step_ms` the plain step
+  sample_ddim_50           samples/s of DDIM with 50 steps against ancestral DDPM with all 1000 steps,
+                           the digits U-Net (model=ddpm); target ratio >= 15, the ideal 20
   data_path_epoch          seconds of a data-only epoch: cached uint8 tensors against torchvision's
                            per-sample path (functions of scripts/data_path_benchmark.py)
   cli_cfg_job              seconds of `python -m genexp --cfg job` against a bare `python -c pass`;
@@ -62,10 +64,11 @@ from genexp.train import instantiate_data_and_model, make_trainer  # noqa: E402
 
 SETTINGS = {  # quick: narrower DCGAN, fewer and shorter epochs; full: the configs' own networks
     "quick": {"batch_size": 128, "batches": 16, "repeats": 4, "gan_width": 16, "fid_n": 1000, "data_images": 5000,
+              "sample_n": 16,
               "run": ["trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=4",
                       "trainer.limit_test_batches=2"],
               "loaded_run": ["trainer.max_epochs=2"]},
-    "full": {"batch_size": 128, "batches": 20, "repeats": 6, "gan_width": None, "fid_n": 10000,
+    "full": {"batch_size": 128, "batches": 20, "repeats": 6, "gan_width": None, "fid_n": 10000, "sample_n": 64,
              "data_images": 60000, "run": [],  # the default run as it is: 50 epochs
              "loaded_run": ["trainer.max_epochs=10"]},
 }
@@ -115,6 +118,22 @@ def vae_step(model, optimizer):
     return step
 
 
+def ddpm_step(model, optimizer):
+    """One denoising step of the hand-written loop (as Diffusion.training_step and optimizer_step)."""
+    def step(x, labels):
+        x = model.to_model_space(x)
+        t = model.schedule.training_times(len(x))
+        loss = model.loss_terms(x, None, t, torch.randn_like(x), model.denoiser).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        model.denoiser_ema.update(model.denoiser)
+    return step
+
+
+STEPS = {"dcgan": gan_step, "vae": vae_step, "ddpm": ddpm_step}
+
+
 def overhead(model_name: str, size: int, root: Path, scratch: Path, s: dict) -> dict:
     run_dir = scratch / f"run_{model_name}_{size}"
     overrides = [f"model={model_name}", "data=mnist", f"data.root={root}", f"data.image_size={size}",
@@ -133,7 +152,7 @@ def overhead(model_name: str, size: int, root: Path, scratch: Path, s: dict) -> 
     assert len(images) >= s["batches"] * s["batch_size"], "too few training images for full batches"
     plain = copy.deepcopy(model)
     plain.train()
-    step = (gan_step if model_name == "dcgan" else vae_step)(plain, plain.configure_optimizers())
+    step = STEPS[model_name](plain, plain.configure_optimizers())
     n_samples = s["batches"] * s["batch_size"]
     genexp_s, plain_s = [], []
 
@@ -172,8 +191,37 @@ def overhead(model_name: str, size: int, root: Path, scratch: Path, s: dict) -> 
                  repeats=len(genexp_s) - 1, shape=list(datamodule.shape),
                  callbacks=[type(c).__name__ for c in trainer.callbacks[1:]],
                  loggers=[type(x).__name__ for x in trainer.loggers],
-                 nets=f"widths {cfg.model.generator.width}/{cfg.model.discriminator.width}" if model_name == "dcgan"
-                 else f"{cfg.model.encoder._target_.rsplit('.', 1)[-1]} {list(cfg.model.encoder.hidden_dims)}")
+                 nets=describe_nets(cfg))
+
+
+def describe_nets(cfg) -> str:
+    if "generator" in cfg.model:
+        return f"widths {cfg.model.generator.width}/{cfg.model.discriminator.width}"
+    if "denoiser" in cfg.model:
+        return f"U-Net widths {list(cfg.model.denoiser.widths)}"
+    return f"{cfg.model.encoder._target_.rsplit('.', 1)[-1]} {list(cfg.model.encoder.hidden_dims)}"
+
+
+def sampling_speed(steps: int, s: dict) -> dict:
+    """Samples/s of DDIM with `steps` steps against ancestral DDPM over all T = 1000 steps: the same
+    (untrained) digits U-Net and batch; the cost is one network call per step either way."""
+    cfg = composed(["model=ddpm", "data=digits", "trainer.accelerator=cpu"])
+    L.seed_everything(0)
+    _, model = instantiate_data_and_model(cfg)
+    model.eval()
+    n = s["sample_n"]
+
+    def rate(sampler: str, n_steps: int) -> float:
+        model.sampler = {"name": sampler, "steps": n_steps, "eta": 0.0}
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.sample(n, generator=torch.Generator().manual_seed(0))
+        return n / (time.perf_counter() - start)
+
+    rate("ddim", 2)  # warm-up
+    ddim, ddpm = rate("ddim", steps), rate("ddpm", model.schedule.steps)
+    return entry(ddim, ddpm, "samples/s", target_ratio=15.0, ideal_ratio=model.schedule.steps / steps,
+                 baseline_sampler=f"ddpm, {model.schedule.steps} steps", n=n, shape=list(cfg.data.shape))
 
 
 # --- data path, CLI, evaluation, memory -------------------------------------------------------
@@ -305,6 +353,10 @@ def main() -> None:
         write_mnist_format(scratch / "data", "MNIST", n_train=s["data_images"], n_test=s["fid_n"])
         figures = {f"overhead_{m}_{size}": (lambda m=m, size=size: overhead(m, size, scratch / "data", scratch, s))
                    for m in ("dcgan", "vae") for size in (28, 64)}
+        # The U-Net at the digits' 16 px and MNIST's 28 px (64 px steps take seconds on a CPU).
+        figures |= {f"overhead_ddpm_{size}": (lambda size=size: overhead("ddpm", size, scratch / "data", scratch, s))
+                    for size in (16, 28)}
+        figures["sample_ddim_50"] = lambda: sampling_speed(50, s)
         figures |= {"data_path_epoch": lambda: data_path(scratch / "data", scratch / "cache", s),
                     "cli_cfg_job": cli_latency,
                     "fid_real_stats": lambda: fid_cold_warm(scratch / "data", scratch, s["fid_n"]),

@@ -24,7 +24,7 @@ class SameNoise(L.Callback):
         torch.manual_seed(123)
 
 
-@pytest.mark.parametrize("model_name", ["vae", "dcgan"])
+@pytest.mark.parametrize("model_name", ["vae", "dcgan", "ddpm"])
 def test_a_plain_step_updates_the_weights_as_a_genexp_step(model_name, tmp_path):
     write_mnist_format(tmp_path / "data", "MNIST", n_train=40, n_test=8)
     overrides = [f"model={model_name}", "data=mnist", f"data.root={tmp_path / 'data'}", "data.image_size=16",
@@ -33,10 +33,12 @@ def test_a_plain_step_updates_the_weights_as_a_genexp_step(model_name, tmp_path)
                  "logger=none", "callbacks=none"]
     if model_name == "dcgan":
         overrides += ["model.generator.width=8", "model.discriminator.width=8"]
+    if model_name == "ddpm":
+        overrides += ["model.denoiser.widths=[8,16]", "model.denoiser.groups=4", "model.denoiser.attention_resolutions=[]"]
     cfg = compose_config(overrides, tmp_path / "run")
     datamodule, model = instantiate_data_and_model(cfg)
     plain, initial = copy.deepcopy(model), copy.deepcopy(model.state_dict())
-    step = (benchmark.gan_step if model_name == "dcgan" else benchmark.vae_step)(plain, plain.configure_optimizers())
+    step = benchmark.STEPS[model_name](plain, plain.configure_optimizers())
     same_noise = SameNoise()
     make_trainer(cfg, same_noise).fit(model, datamodule=datamodule)
 
@@ -64,3 +66,10 @@ def test_overhead_entries_time_genexps_trainer_with_its_callbacks(tmp_path):
                                 "entries": {"overhead_vae_16": result}}).splitlines()
     assert table[0].startswith("quick mode, 2026-01-01, ") and "no GPU" in table[0]
     assert table[4].startswith(f"| overhead_vae_16 | {result['genexp']:.4g} | {result['baseline']:.4g} |")
+
+
+def test_ddim_sampling_entry_compares_the_same_network_over_fewer_steps():
+    result = benchmark.sampling_speed(5, {"sample_n": 2})
+    assert result["ratio"] == pytest.approx(result["genexp"] / result["baseline"])
+    assert result["ideal_ratio"] == 200 and result["baseline_sampler"] == "ddpm, 1000 steps"
+    assert result["ratio"] > 20  # 5 network calls against 1000

@@ -23,13 +23,20 @@ LARGE = {"celeba", "cifar10", "image_folder"}
 UNLABELLED = {"celeba", "image_folder"}
 REFUSED = {"autoencoder": POINTS, "vae": POINTS, "beta_vae": POINTS, "dcgan": POINTS, "wgan_gp": POINTS,
            "cvae": POINTS | UNLABELLED, "cgan": POINTS | UNLABELLED, "pixelcnn": POINTS | LARGE,
-           "gaussian": LARGE, "gmm": LARGE, "maf": LARGE, "realnvp": set(), "gan_2d": set()}
+           "gaussian": LARGE, "gmm": LARGE, "maf": LARGE, "realnvp": set(), "gan_2d": set(),
+           "nsf": set(), "ebm": set(), "ebm_2d": set(group_options("data")) - POINTS, "ddpm": POINTS, "cddpm": POINTS | UNLABELLED,
+           "ddpm_2d": set(group_options("data")) - POINTS}
+# Sampling costs a network call per step: short chains keep a 64 px fast_dev_run of these models
+# (one test batch of samples, the final grid and chains) to seconds; it checks the pairing, not samples.
+SHORT_SAMPLING = {"ddpm": ["model.sampler.steps=2", "model.preview_steps=2", "model.bound_samples=2"],
+                  "ebm": ["model.steps=2", "model.sample_steps=2", "model.preview_steps=2"]}
 
 
 @pytest.mark.parametrize(("model", "data"), PAIRS, ids=[f"{m}-{d}" for m, d in PAIRS])
 def test_model_data_pair_fast_dev_run(model, data, tmp_path):
     overrides = FAKE_DATA[data](tmp_path / "data") if data in FAKE_DATA else []
-    cfg = compose_config([f"model={model}", f"data={data}", "debug=fdr", "logger=none", *overrides],
+    short = next((v for k, v in SHORT_SAMPLING.items() if model.startswith(k) or model == f"c{k}"), [])
+    cfg = compose_config([f"model={model}", f"data={data}", "debug=fdr", "logger=none", *overrides, *short],
                          tmp_path / "run")
     try:
         validate_config(cfg)

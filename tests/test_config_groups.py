@@ -23,7 +23,7 @@ def build_model(tmp_path, *overrides):
 
 EXPECTED_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
                        "rmsprop": torch.optim.RMSprop, "adam_dcgan": torch.optim.Adam, "adam_wgan_gp": torch.optim.Adam,
-                       "adam_gan_2d": torch.optim.Adam}
+                       "adam_gan_2d": torch.optim.Adam, "adamw_diffusion": torch.optim.AdamW}
 
 
 def test_required_options_exist():

@@ -16,12 +16,13 @@ import torch
 from conftest import REPO, compose_config, run_cli
 
 # A tiny deterministic VAE, a checkpoint each epoch, no callbacks that draw from the global RNG.
-TINY = ["print_config=false", "model.encoder.hidden_dims=[32]", "model.latent_dim=2", "trainer.max_epochs=3",
+RUN = ["print_config=false", "trainer.max_epochs=3",
         "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.deterministic=true",
         "trainer.enable_progress_bar=false", "logger=none", "test=false", "seed=7",
         *(f"callbacks.{name}=null" for name in (
             "sample_grid", "reconstructions", "progress_bar", "latent_interpolation", "latent_traversal",
-            "latent_scatter", "latent_projector", "latent_arithmetic", "density_2d"))]
+            "latent_scatter", "latent_projector", "latent_arithmetic", "density_2d", "sampling_chain"))]
+TINY = [*RUN, "model.encoder.hidden_dims=[32]", "model.latent_dim=2"]
 PAUSE = ["+callbacks.pause._target_=fault_injection.PauseAfterFirstEpoch", "+callbacks.pause.seconds=60"]
 ENV = {"PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
@@ -30,9 +31,16 @@ def weights(checkpoint):
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def start_paused_run(run_dir):
+# A small diffusion model: its EMA, optimizer state and random times and noise must all resume.
+DIFFUSION = [*RUN, "model=ddpm", "data.image_size=8", "model.denoiser.widths=[16,32]", "model.denoiser.groups=4",
+             "model.denoiser.attention_resolutions=[]", "model.schedule.steps=100", "model.sampler.steps=5",
+             "model.preview_steps=2"]
+FAMILIES = {"vae": TINY, "ddpm": DIFFUSION}
+
+
+def start_paused_run(run_dir, overrides=TINY):
     """A run held at the start of its second epoch, once its first last.ckpt is on disk."""
-    process = subprocess.Popen([sys.executable, "-m", "genexp", *TINY, *PAUSE, f"hydra.run.dir={run_dir}"],
+    process = subprocess.Popen([sys.executable, "-m", "genexp", *overrides, *PAUSE, f"hydra.run.dir={run_dir}"],
                                cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", **ENV},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -43,17 +51,23 @@ def start_paused_run(run_dir):
     return process
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli([*TINY, f"hydra.run.dir={run_dir}"], env=ENV)
+def uninterrupted_run(run_dir, overrides):
+    result = run_cli([*overrides, f"hydra.run.dir={run_dir}"], env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_weights(uninterrupted, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return uninterrupted_run(tmp_path_factory.mktemp("uninterrupted"), TINY)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(family, uninterrupted, tmp_path):
+    if family != "vae":
+        uninterrupted = uninterrupted_run(tmp_path / "uninterrupted", FAMILIES[family])
     run_dir = tmp_path / "run"
-    process = start_paused_run(run_dir)
+    process = start_paused_run(run_dir, FAMILIES[family])
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
     assert not (run_dir / "metrics.json").exists()

@@ -59,3 +59,25 @@ def test_missing_files_name_the_folder(tmp_path):
     dm = make_module(tmp_path)
     with pytest.raises(DataError, match=str(tmp_path / "MNIST" / "raw")):
         dm.setup("fit")
+
+
+def test_padding_adds_black_borders_around_the_unresized_digits(tmp_path):
+    """The book's 32 px MNIST: the 28 px digits as they are, 2 black pixels on each side."""
+    rng = np.random.default_rng(4)
+    images, labels = rng.integers(1, 256, size=(12, 28, 28)), rng.integers(0, 10, size=(12,))
+    raw = tmp_path / "MNIST" / "raw"
+    for part in ("train", "t10k"):
+        write_idx(raw / f"{part}-images-idx3-ubyte", images)
+        write_idx(raw / f"{part}-labels-idx1-ubyte", labels)
+    dm = make_module(tmp_path, image_size=32, pad=2, value_range=[-1.0, 1.0])
+    dm.setup("test")
+    padded = dm.splits["test"].tensors[0]
+    assert padded.shape == (12, 1, 32, 32)
+    assert np.array_equal(padded[:, 0, 2:30, 2:30].numpy(), images)
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert (padded[:, 0][:, border] == 0).all()
+    x, _ = dm.on_after_batch_transfer((padded[:2], torch.zeros(2)), 0)
+    assert x[:, 0, 0, 0].tolist() == [-1.0, -1.0]  # black is the bottom of the value range
+    with pytest.raises(Exception, match="data.pad=16"):
+        make_module(tmp_path, image_size=32, pad=16)

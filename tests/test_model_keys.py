@@ -1,5 +1,5 @@
 """No key of a model config is silently ignored: overriding any key of any model config changes
-the built module, its first training steps, its test metrics or its checkpoint monitor, or the
+the built module, its first training steps, its validation or test metrics or its checkpoint monitor, or the
 module refuses the value. A key that changed none of these would be a setting the user believes
 in and the model never reads."""
 
@@ -19,17 +19,31 @@ POINTS = ["data=moons", "data.n_train=512", "data.n_val=64", "data.n_test=64", "
 # 16 px: the DCGAN discriminator normalises from its second layer on (an 8 px image has one).
 GAN_DIGITS = ["data=digits", "data.image_size=16", "data.batch_size=16", "data.value_range=[-1,1]",
               "model.eval_examples=8"]
+DIFFUSION = ["model.schedule.steps=100", "model.sampler.steps=10", "model.preview_steps=4", "model.bound_samples=4",
+             "model.eval_examples=8"]
 # The data each model is tried on: a key passes if it changes something on one of them (the
 # image-only keys of a flow, say, act on images only).
 # (wgan_gp with 2 critic steps: its generator and weight average move within the 4 training batches.)
 DATA = {"dcgan": [GAN_DIGITS], "wgan_gp": [[*GAN_DIGITS, "model.n_critic=2"]], "cgan": [GAN_DIGITS], "gan_2d": [POINTS],
-        "pixelcnn": [DIGITS], "realnvp": [DIGITS, POINTS]}
+        "pixelcnn": [DIGITS], "realnvp": [DIGITS, POINTS], "nsf": [POINTS, DIGITS],
+        "ebm": [DIGITS, POINTS], "ebm_2d": [POINTS],
+        # diffusion: a short schedule and sampler (keys that act on samples show in test/sample_mmd)
+        "ddpm": [[*DIGITS, *DIFFUSION]], "cddpm": [[*DIGITS, *DIFFUSION]],
+        "ddpm_2d": [[*POINTS, "model.schedule.steps=100", "model.sampler.steps=10", "model.bound_samples=4"]]}
 # Values to try where "another value" is not obvious from the type (the first that differs).
 ALTERNATIVES = {"loss": ["least-squares", "hinge"], "likelihood": ["gaussian"], "covariance": ["diag"],
                 "mask": ["checkerboard"], "monitor": ["val/other"], "monitor_mode": ["max"], "norm": ["layer"],
                 "conditioning": ["concat"], "capacity_max": [5.0], "eval_examples": [4], "iwae_samples": [3],
                 "levels": [4], "max_dims": [1], "init_samples": [64], "n_critic": [2, 3], "first_kernel": [5],
                 "hidden_dims": [[16]], "n_scales": [1], "couplings_per_scale": [1], "sigma": [0.5],
+                "transform": ["coupling"],
+                # diffusion: U-Net shapes that 8 px digits allow, and values where the default has none
+                "widths": [[16, 32]], "attention_resolutions": [[4]], "downsample": ["avgpool"],
+                "prediction": ["v", "eps"], "min_snr_gamma": [5.0], "name": ["ddpm", "ddim"], "guidance_scale": [2.0, 3.0],
+                # ebm: a Langevin noise and clip where the default has none; divergence limits that trip at once.
+                "noise": [0.05], "grad_clip": [0.03, 0.1], "max_energy": [1e-6], "max_saturation": [1e-6],
+                # ebm: a coarse grid (a finer one moves log Z by less than float precision).
+                "grid_size": [16],
                 # A few training steps: the average's decay is still warming up, (1 + n) / (10 + n).
                 "ema_decay": [0.1]}
 
@@ -73,8 +87,8 @@ def model_keys(name: str, data: list[str]) -> list[tuple[str, object]]:
 
 
 def fingerprint(overrides: list[str], tmp_path):
-    """What a model config makes: the weights after four training batches, the metrics of one test
-    batch and the monitor; or the refusal."""
+    """What a model config makes: the weights after four training batches, the metrics of one validation
+    and one test batch, and the monitor; or the refusal."""
     cfg = compose_config(overrides, tmp_path)
     L.seed_everything(0)
     try:
@@ -83,11 +97,12 @@ def fingerprint(overrides: list[str], tmp_path):
                             limit_test_batches=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model, datamodule)
+        fit_metrics = dict(trainer.callback_metrics)  # validation's, which testing replaces
         trainer.test(model, datamodule, verbose=False)
     except GenexpError as error:
         return "refused", str(error)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in (fit_metrics | trainer.callback_metrics).items()}
     return state, metrics, (model.monitor, model.monitor_mode)
 
 

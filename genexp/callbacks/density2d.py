@@ -2,8 +2,8 @@
 data. A PNG in <run dir>/density/ and an image in TensorBoard every `every_n_epochs` epochs and on
 the last epoch (epoch_NNNN.png), and final.png after training.
 
-Any model on 2D data gets the samples panel; the p_model heat-map needs `log_prob(x)`. The
-p_data panel is the true density where the data module knows it, else a histogram of the data.
+Any model on 2D data gets the samples panel; the p_model heat-map is its density where the model has
+`log_prob(x)`, else a histogram of its samples (GANs, diffusion). The p_data panel is the true density where the data module knows it, else a histogram of the data.
 Training epochs show the model's `preview` samples, final.png its full `sample` (see
 genexp.models.base).
 
@@ -90,12 +90,18 @@ class Density2D(L.Callback):
         draw = pl_module.preview if preview else pl_module.sample
         with evaluating(pl_module):
             samples = draw(self.n_samples, generator=torch.Generator().manual_seed(self.seed))
-            model_density = None
             if hasattr(pl_module, "log_prob"):
                 log_p = pl_module.log_prob(self._grid().to(pl_module.device))
                 model_density = log_p.exp().view(self.grid_size, self.grid_size).cpu().numpy()
-        if self._view is None or self._view.has_model_density != (model_density is not None):
-            self._view = _View(self._data, self.grid_size, has_model_density=model_density is not None)
+                model_title = "p_model (learned density)"
+            else:
+                # Models that only sample (GANs, diffusion): the density of their samples, as a histogram.
+                points = samples.detach().float().cpu().numpy()
+                bins = [np.linspace(low, high, HISTOGRAM_BINS + 1) for low, high in self._data["extent"].reshape(2, 2)]
+                model_density = np.histogram2d(*points.T, bins=bins, density=True)[0].T
+                model_title = "p_model (histogram of samples)"
+        if self._view is None or self._view.model_title != model_title:
+            self._view = _View(self._data, model_density.shape[0], model_title)
         metric = trainer.callback_metrics.get("val/nll")
         title = f"epoch {trainer.current_epoch}" + (f", val nll {float(metric):.3f} nats" if metric is not None else "")
         return self._view.render(model_density, samples.detach().float().cpu().numpy(), title)
@@ -120,8 +126,9 @@ class _View:
     the samples, the frames over them and the title over a saved copy of everything else (matplotlib's
     blitting), the same pixels as drawing the whole figure."""
 
-    def __init__(self, data: dict, grid_size: int, has_model_density: bool) -> None:
-        self.has_model_density = has_model_density
+    def __init__(self, data: dict, grid_size: int, model_title: str) -> None:
+        self.model_title = model_title
+        histogram = "histogram" in model_title
         fig = Figure(figsize=(3 * PANEL_INCHES, PANEL_INCHES + 0.4), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, 3)
         extent, points = data["extent"], data["points"]
@@ -129,12 +136,9 @@ class _View:
         heat = {"extent": extent, "origin": "lower", "cmap": "viridis", "vmin": 0.0, "vmax": vmax}
         axes[0].imshow(data["density"], interpolation=data["interpolation"], **heat)
         axes[0].set_title(data["title"])
-        self.model_image = None
-        if has_model_density:
-            self.model_image = axes[1].imshow(np.zeros((grid_size, grid_size)), interpolation="bilinear", **heat)
-        else:
-            axes[1].text(0.5, 0.5, "no log_prob(x)", ha="center", va="center", transform=axes[1].transAxes)
-        axes[1].set_title("p_model (learned density)")
+        self.model_image = axes[1].imshow(np.zeros((grid_size, grid_size)), **heat,
+                                          interpolation="nearest" if histogram else "bilinear")
+        axes[1].set_title(model_title)
         axes[2].scatter(points[:, 0], points[:, 1], s=2, c="0.6", label="data")
         self.samples = axes[2].scatter(np.zeros(0), np.zeros(0), s=2, c="tab:orange", alpha=0.6, label="samples")
         axes[2].set_title("samples over data")
@@ -146,7 +150,7 @@ class _View:
             ax.set_yticks([])
         self.title = fig.suptitle("epoch 0, val nll 0.000 nats")  # a line's height in the layout
         # What each render paints, in the order a full draw would: a panel's contents, then its frame.
-        self.changing = [*([self.model_image] if has_model_density else []), *axes[1].spines.values(),
+        self.changing = [self.model_image, *axes[1].spines.values(),
                          self.samples, *axes[2].spines.values(), self.title]
         for artist in self.changing:
             artist.set_animated(True)  # left out of the background
@@ -156,10 +160,9 @@ class _View:
         fig.set_layout_engine("none")  # the layout stays as it is now
         self.background = self.canvas.copy_from_bbox(fig.bbox)
 
-    def render(self, model_density: np.ndarray | None, samples: np.ndarray, title: str) -> torch.Tensor:
+    def render(self, model_density: np.ndarray, samples: np.ndarray, title: str) -> torch.Tensor:
         """The figure with these contents as a (3, H, W) image in [0, 1]."""
-        if self.model_image is not None:
-            self.model_image.set_data(model_density)
+        self.model_image.set_data(model_density)
         self.samples.set_offsets(samples)
         self.title.set_text(title)
         self.canvas.restore_region(self.background)

@@ -54,9 +54,13 @@ class PixelMMD(Metric):
         self.add_state("real", default=[], dist_reduce_fx="cat")
         self.add_state("fake", default=[], dist_reduce_fx="cat")
 
+    def room(self) -> int:
+        """How many more examples of this epoch the metric keeps."""
+        return self.max_examples - sum(len(r) for r in self.real)
+
     def update(self, real: Tensor, fake: Tensor) -> None:
         """Both batches in [0, 1]."""
-        room = self.max_examples - sum(len(r) for r in self.real)
+        room = self.room()
         if room > 0:
             self.real.append(pixel_features(real[:room]))
             self.fake.append(pixel_features(fake[:room]))

@@ -3,7 +3,7 @@
 The data x_1..x_N are draws from an unknown p_data. Maximum likelihood picks the theta that
 makes them most probable, argmax_theta sum_n log p_theta(x_n); equivalently it minimises the
 negative log-likelihood per example, NLL(theta) = -1/N sum_n log p_theta(x_n), the loss below.
-The density itself is a net from genexp.nets (Gaussian, mixture, RealNVP, MAF, PixelCNN),
+The density itself is a net from genexp.nets (Gaussian, mixture, RealNVP, MAF, NSF, PixelCNN),
 named by the `density` config.
 
 Vectors are modelled as they are; the NLL is in nats. Images are reported in bits per
