@@ -45,6 +45,14 @@ PRIVATE = private_api_usable()
 HOOK_NAME_ATTR: str | None = "_current_fx_name" if PRIVATE else None
 
 
+def attached_trainer(module):
+    """The module's Trainer, or None when it is used outside one (its public property raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
+
+
 def logs_this_step(trainer) -> bool:
     """Whether Lightning writes step metrics to the loggers after this training batch."""
     if PRIVATE:

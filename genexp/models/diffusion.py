@@ -22,9 +22,9 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genexp import lightning_compat
 from genexp.errors import ConfigError
 from genexp.metrics.pixel_mmd import PixelMMD
 from genexp.models.base import GenerativeModule, build_net
@@ -62,13 +62,13 @@ class Diffusion(GenerativeModule):
             raise ConfigError(f"model.prediction={prediction!r} is not known; allowed: {', '.join(PREDICTIONS)}")
         if loss not in LOSSES:
             raise ConfigError(f"model.loss={loss!r} is not known; allowed: {', '.join(LOSSES)}")
-        sampler = dict(sampler or {"name": "ddim", "steps": 50, "eta": 0.0})
+        sampler = {"name": "ddim", "steps": 50, "eta": 0.0} | dict(sampler or {})
         if set(sampler) - SAMPLER_KEYS:
             raise ConfigError(f"model.sampler has {sorted(set(sampler) - SAMPLER_KEYS)}; allowed: "
                               f"{', '.join(sorted(SAMPLER_KEYS))}")
-        if sampler.get("name") not in SAMPLERS:
-            raise ConfigError(f"model.sampler.name={sampler.get('name')!r} is not known; allowed: {', '.join(SAMPLERS)}")
-        if sampler["name"] == "ddpm" and sampler.get("eta", 0.0) != 0.0:
+        if sampler["name"] not in SAMPLERS:
+            raise ConfigError(f"model.sampler.name={sampler['name']!r} is not known; allowed: {', '.join(SAMPLERS)}")
+        if sampler["name"] == "ddpm" and sampler["eta"] != 0.0:
             raise ConfigError(f"model.sampler.eta={sampler['eta']} sets DDIM's noise; model.sampler.name=ddpm has "
                               f"the posterior's own (as DDIM with eta=1): set model.sampler.name=ddim or drop eta")
         if clip_denoised and not self.is_image:
@@ -82,14 +82,14 @@ class Diffusion(GenerativeModule):
                               f"class-conditional models only (model.conditional=true); here they must be 0 and 1")
         self.save_hyperparameters()
         self.prediction, self.loss_kind, self.min_snr_gamma = prediction, loss, min_snr_gamma
-        self.sampler = sampler
+        self.sampler = sampler  # name, steps, eta
         self.preview_steps, self.clip_denoised = preview_steps, clip_denoised
         self.num_classes = int(num_classes) if conditional else None
         self.label_dropout, self.guidance_scale = label_dropout, guidance_scale
         self.bound_samples, self.loss_buckets = bound_samples, loss_buckets
         self.schedule = build_net(schedule)
         # The sampler's steps must fit the schedule: refused now, not after training.
-        self.schedule.sampling_times(sampler.get("steps", 50))
+        self.schedule.sampling_times(sampler["steps"])
         self.schedule.sampling_times(preview_steps, "model.preview_steps")
         self.denoiser = build_net(denoiser, shape=self.shape, num_classes=self.num_classes)
         self.denoiser_ema = EMA(self.denoiser, ema_decay) if ema_decay is not None else None
@@ -128,8 +128,11 @@ class Diffusion(GenerativeModule):
         return predict
 
     # --- protocol -------------------------------------------------------------------------
-    def draw(self, n: int, labels: Tensor | None, generator: torch.Generator | None, steps: int, sampler: str,
-             eta: float, n_frames: int = 0) -> tuple[Tensor, list[Tensor]]:
+    def draw(self, n: int, labels: Tensor | None, generator: torch.Generator | None, preview: bool,
+             n_frames: int = 0) -> tuple[Tensor, list[Tensor]]:
+        """Samples and `n_frames` states along the way (data space), from the configured sampler, or
+        from deterministic DDIM with `preview_steps` steps if `preview`."""
+        settings = {"name": "ddim", "steps": self.preview_steps, "eta": 0.0} if preview else self.sampler
         if self.num_classes is None:
             labels = None
         elif labels is None:
@@ -137,30 +140,26 @@ class Diffusion(GenerativeModule):
         predict = self.predictor(None if labels is None else labels.to(self.device), self.guidance_scale,
                                  clip=self.clip_denoised)
         x = self.noise(n, *self.shape, generator=generator)
-        show_progress = steps >= PROGRESS_MIN_STEPS and self._trainer is None
-        x, frames = reverse_diffusion(self.schedule, predict, x, steps, sampler, eta, generator, n_frames, show_progress)
+        # A bar for long sampling outside training (genexp.sample, genexp.evaluate), where no
+        # progress bar of Lightning's is on screen.
+        show_progress = settings["steps"] >= PROGRESS_MIN_STEPS and lightning_compat.attached_trainer(self) is None
+        x, frames = reverse_diffusion(self.schedule, predict, x, settings["steps"], settings["name"], settings["eta"],
+                                      generator, n_frames, show_progress)
         return self.to_data_space(x), [self.to_data_space(frame) for frame in frames]
 
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Samples from the configured sampler (model.sampler); labels for conditional models only
         (drawn uniformly when not given)."""
-        sampler = self.sampler
-        return self.draw(n, labels, generator, sampler.get("steps", 50), sampler["name"], sampler.get("eta", 0.0))[0]
+        return self.draw(n, labels, generator, preview=False)[0]
 
     def preview(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Deterministic DDIM with `preview_steps` steps: from the same noise, epochs compare image for image."""
-        return self.draw(n, labels, generator, self.preview_steps, "ddim", 0.0)[0]
+        return self.draw(n, labels, generator, preview=True)[0]
 
     def sampling_chain(self, n: int, n_frames: int, generator: torch.Generator | None = None,
                        preview: bool = False) -> Tensor:
         """(n_frames, n, *shape): the states from noise (first) to samples (last), in data space."""
-        if preview:
-            frames = self.draw(n, None, generator, self.preview_steps, "ddim", 0.0, n_frames)[1]
-        else:
-            sampler = self.sampler
-            frames = self.draw(n, None, generator, sampler.get("steps", 50), sampler["name"], sampler.get("eta", 0.0),
-                               n_frames)[1]
-        return torch.stack(frames)
+        return torch.stack(self.draw(n, None, generator, preview, n_frames)[1])
 
     # --- training -------------------------------------------------------------------------
     def loss_terms(self, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor, net: nn.Module) -> Tensor:

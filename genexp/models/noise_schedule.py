@@ -106,10 +106,14 @@ class DiscreteSchedule(NoiseSchedule):
     def __init__(self, betas: Tensor) -> None:
         super().__init__(len(betas))
         self.table = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas.double(), 0)])
+        self._tables = {self.table.device: self.table}  # a copy per device, made once, not every step
 
     def alpha_bar(self, t: Tensor) -> Tensor:
+        table = self._tables.get(t.device)
+        if table is None:
+            table = self._tables[t.device] = self.table.to(t.device)
         index = (t.double() * self.steps).round().long().clamp(0, self.steps)
-        return self.table.to(t.device)[index].to(t.dtype if t.is_floating_point() else torch.float32)
+        return table[index].to(t.dtype if t.is_floating_point() else torch.float32)
 
 
 class LinearSchedule(DiscreteSchedule):
@@ -121,8 +125,7 @@ class LinearSchedule(DiscreteSchedule):
         if not 0 < beta_start <= beta_end < 1:
             raise ConfigError(f"model.schedule.beta_start={beta_start} and beta_end={beta_end} must satisfy "
                               f"0 < beta_start <= beta_end < 1")
-        NoiseSchedule.__init__(self, steps)
-        super().__init__(torch.linspace(beta_start, beta_end, steps, dtype=torch.float64))
+        super().__init__(torch.linspace(beta_start, beta_end, max(steps, 0), dtype=torch.float64))
 
 
 class CosineSchedule(DiscreteSchedule):
@@ -132,8 +135,7 @@ class CosineSchedule(DiscreteSchedule):
     config_rules = {"steps": "int >= 2", "offset": "number >= 0"}
 
     def __init__(self, steps: int = 1000, offset: float = 0.008) -> None:
-        NoiseSchedule.__init__(self, steps)
-        t = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+        t = torch.linspace(0, 1, max(steps, 0) + 1, dtype=torch.float64)
         f = torch.cos((t + offset) / (1 + offset) * math.pi / 2) ** 2
         abar = f / f[0]
         super().__init__((1 - abar[1:] / abar[:-1]).clamp(max=0.999))
