@@ -72,8 +72,9 @@ class Diffusion(GenerativeModule):
             raise ConfigError(f"model.sampler.eta={sampler['eta']} sets DDIM's noise; model.sampler.name=ddpm has "
                               f"the posterior's own (as DDIM with eta=1): set model.sampler.name=ddim or drop eta")
         if clip_denoised and not self.is_image:
-            raise ConfigError("model.clip_denoised=true clips x0^ to the value range of images; vectors have none: "
-                              "set model.clip_denoised=false")
+            raise ConfigError(f"model.clip_denoised=true clips x0^ to the value range of images, and data.shape="
+                              f"{list(self.shape)} is vectors: for 2D points use model=ddpm_2d (an MLP denoiser, "
+                              f"no clipping), or set model.clip_denoised=false and model/denoiser=mlp")
         if conditional and not num_classes:
             raise ConfigError("a class-conditional diffusion model (model.conditional=true) needs labelled data: "
                               "data.num_classes is null")
