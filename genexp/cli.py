@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genexp import jobs
 from genexp.config_dir import config_dir
-from genexp.errors import RunDirError, RunInterrupted, find_user_error
+from genexp.errors import PeerStopped, RunDirError, RunInterrupted, find_peer_stopped, find_user_error
 
 # conf/hydra/default.yaml names sweep jobs with it.
 OmegaConf.register_new_resolver("genexp.short_dirname", jobs.short_dirname, replace=True)
@@ -37,7 +37,7 @@ def _train(cfg: DictConfig) -> float | None:
         print(f"genexp: {stop}", file=sys.stderr)
         sys.exit(128 + signal.Signals[stop.signal_name])
     except Exception as error:
-        user_error = find_user_error(error)
+        user_error = find_user_error(error) or find_peer_stopped(error)
         if jobs.in_sweep():  # the job keeps its failure record; the other jobs of the sweep go on
             if not isinstance(user_error, RunDirError):  # never overwrite another run's record
                 jobs.record_failure(error)
@@ -49,8 +49,20 @@ def _train(cfg: DictConfig) -> float | None:
             jobs.record_failure(error)
         if user_error is None:
             raise
+        if isinstance(user_error, PeerStopped):
+            print(f"genexp: error: {peer_stopped_message(user_error, cfg, removed)}", file=sys.stderr)
+            sys.exit(1)
         print(f"genexp: error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def peer_stopped_message(error: PeerStopped, cfg: DictConfig, removed: bool) -> str:
+    """One line: what stopped, the timeout key, and how to go on."""
+    timeout = OmegaConf.select(cfg, "distributed.timeout_s")
+    waited = f"distributed.timeout_s={timeout} s" if timeout is not None else "the process-group timeout"
+    then = ("nothing was trained yet: start the run again" if removed else
+            f"continue it with `python -m genexp resume={jobs.job_dir()}` on every node, started as before")
+    return f"a peer process of this distributed run stopped or did not answer within {waited} ({error}); {then}"
 
 
 def hydra_error_message(error: HydraException) -> str:

@@ -1,5 +1,7 @@
 """Errors that genexp reports to the user as one clear line instead of a traceback."""
 
+import sys
+
 
 class GenexpError(Exception):
     """Base class: the CLI prints the message and exits with status 2."""
@@ -38,6 +40,31 @@ class RunInterrupted(GenexpError):
     def __init__(self, signal_name: str, message: str) -> None:
         super().__init__(message)
         self.signal_name = signal_name
+
+
+class PeerStopped(GenexpError):
+    """Another process of a distributed run stopped (its node died, or it failed) or did not
+    answer within the process-group timeout; the CLI says how to resume and exits with status 1."""
+
+
+# What torch's collective backends say when a peer is gone or silent: gloo names itself in the
+# source path of its errors ("Connection closed by peer", "Timed out waiting ..."), NCCL too.
+_BACKEND_MARKERS = ("gloo", "NCCL", "c10d")
+
+
+def find_peer_stopped(error: BaseException | None) -> PeerStopped | None:
+    """A PeerStopped for an exception raised by a failed collective step (a torch DistError, or a
+    RuntimeError from a backend), with the backend's first sentence as the cause."""
+    dist = sys.modules.get("torch.distributed")  # never imported here: only torch can have raised it
+    while error is not None:
+        if (dist is not None and isinstance(error, getattr(dist, "DistError", ()))) or (
+                isinstance(error, RuntimeError) and any(m in str(error) for m in _BACKEND_MARKERS)):
+            text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if text.startswith("["):  # "[.../gloo/transport/tcp/pair.cc:561] Connection closed by peer ..."
+                text = text.partition("] ")[2] or text
+            return PeerStopped(text.split(". ")[0].rstrip("."))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def find_user_error(error: BaseException | None) -> GenexpError | None:

@@ -1,5 +1,6 @@
 """What a Hydra job does around `run(cfg)`: a failed job is recorded in its own directory, a
-job of a sweep fails alone, and DDP worker processes rejoin their own job's directory.
+job of a sweep fails alone, and DDP worker processes rejoin their own job's directory (started by
+Lightning, or by torchrun / srun on other nodes with rank 0's very command line).
 
 No torch import here: the CLI uses this module before a run starts.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from genexp.errors import RunDirError
 from genexp.report import write_metrics
@@ -27,7 +28,8 @@ from genexp.report import write_metrics
 _VALUE_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 # What a resumed run may change beside `resume=`: how long it trains and what it prints, not what
 # it trains.
-RESUME_OVERRIDABLE = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "print_config", "test")
+RESUME_OVERRIDABLE = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "print_config", "test",
+                      "distributed.timeout_s")
 # The command as the user typed it: each job of a sweep rewrites sys.argv for its workers.
 _SWEEP_ARGV = list(sys.argv)
 
@@ -88,6 +90,13 @@ class RunDirGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)  # as Hydra does next: the directory pattern reads it
         directory = Path(OmegaConf.select(config, "hydra.run.dir")).absolute()
+        given_dir = any(o.lstrip("+~").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+        if _distributed() and not given_dir:
+            # Each process would name a directory of its own by its own clock.
+            _refuse("a distributed run started by torchrun or srun needs the same hydra.run.dir=<directory> on "
+                    "every node (on a file system they share); add it to the command line")
+        if is_worker():
+            _leave_records_to_rank_zero(config)
         if config.get("resume") or rejoins_run(directory):
             _make_writable(directory, "hydra.run.dir")
             return
@@ -119,8 +128,31 @@ _training_started = False
 
 
 def is_worker() -> bool:
-    """A distributed process other than the first (Lightning's DDP launcher and torchrun set these)."""
-    return any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+    """A distributed process other than the first (Lightning's DDP launcher, torchrun and srun set these)."""
+    return any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _distributed() -> bool:
+    """A process of a run whose processes were started together from one command (torchrun sets
+    WORLD_SIZE in each; Lightning's own launcher sets it only once the run has started)."""
+    return is_worker() or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _leave_records_to_rank_zero(config: DictConfig) -> None:
+    """A worker writes no .hydra/ records into rank 0's run directory, and, when its command line is
+    rank 0's own (torchrun, srun: the same job name, so the same log file), no log file either: its
+    log goes to its console. Lightning's launcher names each worker's job, which keeps its own log."""
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = None
+        if any(o.startswith("hydra.job.name=") for o in config.hydra.overrides.hydra):
+            return
+        logging_cfg = config.hydra.job_logging
+        files = [name for name, handler in (logging_cfg.get("handlers") or {}).items() if "filename" in handler]
+        for name in files:
+            del logging_cfg.handlers[name]
+        for logger in [logging_cfg.get("root"), *(logging_cfg.get("loggers") or {}).values()]:
+            if logger and logger.get("handlers"):
+                logger.handlers = [h for h in logger.handlers if h not in files]
 
 
 def rejoins_run(directory: Path) -> bool:
@@ -240,8 +272,6 @@ def _pin_worker_command_to_job() -> None:
             options.append(arg)
     sys.argv = [_SWEEP_ARGV[0], *options, *hydra_cfg.overrides.task]
     # Lightning reads the run directory from here when it builds the worker command.
-    from omegaconf import read_write
-
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = str(job_dir())
 

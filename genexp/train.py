@@ -1,8 +1,11 @@
 """One run, top to bottom: data, model, callbacks, loggers, fit, test, report."""
 
+import inspect
 import os
 import signal
 import time
+from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -11,12 +14,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
 from genexp.callbacks.gc_freeze import FreezeLongLivedObjects
 from genexp.callbacks.random_state import RandomState
 from genexp.callbacks.stop_on_signal import StopOnSignal
 from genexp.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from genexp.compilation import compile_networks
 from genexp.errors import CheckpointError, RunDirError, RunInterrupted, find_user_error
 from genexp import jobs
 from genexp.console import print_run_end, print_run_start, quiet_library_chatter
@@ -109,11 +115,27 @@ def trainer_plugins(cfg: DictConfig) -> list:
 def strategy(cfg: DictConfig, model: L.LightningModule | None) -> str:
     """`trainer.strategy`, except that a model stepping several optimizers by hand (a GAN) leaves
     one network out of each backward pass, which plain DDP takes for an error: it gets DDP with
-    unused-parameter detection."""
+    unused-parameter detection. `auto` on several nodes is named `ddp`, as Lightning would choose,
+    so that it gets the process-group timeout of make_trainer."""
     name = str(cfg.trainer.strategy)
+    if name == "auto" and cfg.trainer.num_nodes > 1:
+        name = "ddp"
     if model is not None and not model.automatic_optimization and name in ("ddp", "ddp_spawn"):
         return f"{name}_find_unused_parameters_true"
     return name
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default when no profiler is asked for, without its per-call context manager:
+    Lightning wraps every hook of every callback in `profiler.profile(...)`, some 200 times a step,
+    and building a generator-based context each time costs about as much as the hooks themselves
+    (docs/benchmark.md). `trainer.profiler=simple` (or any other) profiles as usual."""
+
+    def profile(self, action_name: str) -> AbstractContextManager:
+        return _NO_CONTEXT
+
+
+_NO_CONTEXT = nullcontext()  # reusable: entering and leaving it does nothing
 
 
 def make_trainer(cfg: DictConfig, *first_callbacks: L.Callback, model: L.LightningModule | None = None) -> L.Trainer:
@@ -127,7 +149,13 @@ def make_trainer(cfg: DictConfig, *first_callbacks: L.Callback, model: L.Lightni
     loggers = [instantiate(c) for c in cfg.logger.values() if c]
     # From the first training step on, a failed run keeps its directory and its failure record.
     started = LambdaCallback(on_train_start=lambda *_: jobs.mark_training_started())
-    return L.Trainer(**{**cfg.trainer, "strategy": strategy(cfg, model)},
+    # A strategy that takes a process-group timeout gets distributed.timeout_s (absent from runs saved
+    # before the key existed): a process whose peer died stops within it instead of hanging.
+    name, timeout_s = strategy(cfg, model), OmegaConf.select(cfg, "distributed.timeout_s")
+    registered = StrategyRegistry[name] if name in StrategyRegistry else None  # its class and arguments
+    if timeout_s is not None and registered and "timeout" in inspect.signature(registered["strategy"]).parameters:
+        name = registered["strategy"](**registered["init_params"], timeout=timedelta(seconds=timeout_s))
+    return L.Trainer(**{**cfg.trainer, "strategy": name, "profiler": cfg.trainer.get("profiler") or NoProfiler()},
                      callbacks=[*first_callbacks, *callbacks, RandomState(), FreezeLongLivedObjects(), stop_on_signal,
                                 started],
                      logger=loggers or False, plugins=trainer_plugins(cfg), default_root_dir=cfg.paths.output_dir)
@@ -145,6 +173,7 @@ def run(cfg: DictConfig) -> float | None:
 
     datamodule, model = instantiate_data_and_model(cfg)
     resume_from = resume_checkpoint(cfg, model)
+    compile_networks(model, cfg.get("compile"))  # in place: checkpoints keep their eager keys
     trainer = make_trainer(cfg, model=model)
     stop_on_signal = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)

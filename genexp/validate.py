@@ -52,7 +52,9 @@ PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-t
 # arguments), by their path from the root.
 ROOT_RULES = {
     "seed": "int >= 0",
+    "compile": "one of default, reduce-overhead, max-autotune; or null to train eagerly",  # genexp.compilation.MODES
     "trainer.max_epochs": "int >= 1 or -1 for no limit",
+    "distributed.timeout_s": "number > 0",
     "trainer.precision": "one of " + ", ".join(PRECISIONS),
 }
 

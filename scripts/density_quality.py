@@ -24,7 +24,8 @@ FLOW_SCHEDULE = ["lr_scheduler=cosine", "trainer.max_epochs=100"]
 RUNS = {
     "gmm_eight_gaussians": {"overrides": ["model=gmm", "data=eight_gaussians"], "max_gap": 0.05},
     # Gradient descent alone, from means at 8 random data points: a local optimum.
-    "gmm_eight_gaussians_no_em": {"overrides": ["model=gmm", "data=eight_gaussians", "model.density.em_init=false"]},
+    "gmm_eight_gaussians_no_em": {"overrides": ["model=gmm", "data=eight_gaussians", "model.density.fit=gradient",
+                                              "model.density.em_init=false"]},
     "realnvp_checkerboard": {"overrides": ["model=realnvp", "data=checkerboard", *FLOW_SCHEDULE]},
     "maf_checkerboard": {"overrides": ["model=maf", "data=checkerboard", *FLOW_SCHEDULE]},
     "realnvp_moons": {"overrides": ["model=realnvp", "data=moons", *FLOW_SCHEDULE]},

@@ -1,11 +1,12 @@
 """Diffusion against a GAN on the bundled digits at equal wall-clock training budgets.
 
-    python scripts/diffusion_vs_gan.py [--budget 00:00:04:00] [--seeds 0 1 2] [--out docs/diffusion_vs_gan]
+    python scripts/diffusion_vs_gan.py [--budget 00:00:04:00] [--seeds 0 1 2] [--cpu 0] [--out docs/diffusion_vs_gan]
 
 Each (model, seed) is a plain `python -m genexp model=<ddpm|dcgan> data=digits seed=<s>` run that
 trains until `trainer.max_time` (no epoch limit), then `python -m genexp.evaluate` scores 1,000
 samples against the test split under the digits classifier's features (FID, KID, precision,
-recall). Writes <out>.json and <out>.md (a table with the mean and range over seeds, the command
+recall). With --cpu N every run is pinned to that core with one thread, so that other work on the
+machine's other cores leaves the budgets equal. Writes <out>.json and <out>.md (a table with the mean and range over seeds, the command
 lines, machine and date).
 """
 
@@ -26,23 +27,25 @@ MODELS = ("ddpm", "dcgan")
 SCORES = ("fid", "kid_mean", "precision", "recall")
 
 
-def run(command: list[str]) -> None:
-    finished = subprocess.run(command, cwd=REPO, env={"OMP_NUM_THREADS": str(os.cpu_count()), **os.environ},
+def run(command: list[str], cpu: int | None) -> None:
+    threads = {"OMP_NUM_THREADS": "1"} if cpu is not None else {}
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    finished = subprocess.run(command, cwd=REPO, env={**os.environ, **threads}, preexec_fn=pin,
                               capture_output=True, text=True)
     if finished.returncode != 0:
         sys.exit(f"failed: {' '.join(command)}\n{finished.stderr[-3000:]}")
 
 
-def train_and_score(model: str, seed: int, budget: str, out: Path) -> dict:
+def train_and_score(model: str, seed: int, budget: str, out: Path, cpu: int | None) -> dict:
     run_dir = out / f"{model}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     train = ["-m", "genexp", f"model={model}", "data=digits", f"seed={seed}", f"+trainer.max_time={budget}",
              "trainer.max_epochs=-1", "trainer.enable_progress_bar=false"]
     started = time.perf_counter()
-    run([sys.executable, *train, f"hydra.run.dir={run_dir}"])
+    run([sys.executable, *train, f"hydra.run.dir={run_dir}"], cpu)
     wall = time.perf_counter() - started
     run([sys.executable, "-m", "genexp.evaluate", f"run={run_dir}", "feature_extractor=classifier", "n_fake=1000",
-         f"seed={seed}"])
+         f"seed={seed}"], cpu)
     record = json.loads((run_dir / "eval.json").read_text())
     trained = json.loads((run_dir / "metrics.json").read_text())
     return {"model": model, "seed": seed, "command": "python " + " ".join(train), "wall_s": round(wall, 1),
@@ -75,13 +78,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="00:00:04:00", help="trainer.max_time of every run (DD:HH:MM:SS)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cpu", type=int, default=None, help="pin every run to this core, one thread")
     parser.add_argument("--runs", type=Path, default=REPO / "outputs" / "diffusion_vs_gan")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "diffusion_vs_gan")
     args = parser.parse_args()
     import torch
 
-    rows = [train_and_score(model, seed, args.budget, args.runs) for seed in args.seeds for model in MODELS]
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    rows = [train_and_score(model, seed, args.budget, args.runs, args.cpu) for seed in args.seeds for model in MODELS]
+    cores = f"one core of {os.cpu_count()}, one thread" if args.cpu is not None else f"{os.cpu_count()} cores"
+    machine = f"{platform.processor() or platform.machine()}, {cores}, torch {torch.__version__}"
     text = table(rows, args.budget) + f"\n{date.today().isoformat()}, {machine}.\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"budget": args.budget, "rows": rows, "machine": machine,

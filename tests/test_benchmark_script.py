@@ -61,11 +61,17 @@ def test_overhead_entries_time_genexps_trainer_with_its_callbacks(tmp_path):
     assert result["overhead_ms_per_step"] == pytest.approx(per_step)
     assert {"FiniteLoss", "SampleGrid", "StopOnSignal"} <= set(result["callbacks"])
     assert result["loggers"] == ["TensorBoardLogger"]
+    bare = result["targets"]["genexp/bare"]  # the same module under a bare Lightning Trainer
+    assert result["bare"] > 0 and bare["ratio"] == pytest.approx(result["genexp"] / result["bare"])
+    assert bare["met"] == (bare["ratio"] >= 0.98)
+    assert result["targets"]["genexp/plain"]["met"] in ((None,) if result["step_ms"] < 20 else (True, False))
     machine = {"cpu": benchmark.cpu_name(), "cores": 2, "torch_threads": 1, "gpu": None, "torch": "2", "lightning": "2"}
     table = benchmark.markdown({"mode": "quick", "date": "2026-01-01", "seconds": 1.0, "machine": machine,
                                 "entries": {"overhead_vae_16": result}}).splitlines()
     assert table[0].startswith("quick mode, 2026-01-01, ") and "no GPU" in table[0]
     assert table[4].startswith(f"| overhead_vae_16 | {result['genexp']:.4g} | {result['baseline']:.4g} |")
+    assert table[8].startswith(f"| overhead_vae_16 | {result['baseline']:.4g} | {result['bare']:.4g} | "
+                               f"{result['genexp']:.4g} | {bare['ratio']:.3f} (")
 
 
 def test_ddim_sampling_entry_compares_the_same_network_over_fewer_steps():

@@ -20,7 +20,7 @@ POINTS = ["data=moons", "data.n_train=512", "data.n_val=64", "data.n_test=64", "
 GAN_DIGITS = ["data=digits", "data.image_size=16", "data.batch_size=16", "data.value_range=[-1,1]",
               "model.eval_examples=8"]
 DIFFUSION = ["model.schedule.steps=100", "model.sampler.steps=10", "model.preview_steps=4", "model.bound_samples=4",
-             "model.eval_examples=8"]
+             "model.eval_examples=8", "model.val_examples=8"]
 # The data each model is tried on: a key passes if it changes something on one of them (the
 # image-only keys of a flow, say, act on images only).
 # (wgan_gp with 2 critic steps: its generator and weight average move within the 4 training batches.)
@@ -29,7 +29,9 @@ DATA = {"dcgan": [GAN_DIGITS], "wgan_gp": [[*GAN_DIGITS, "model.n_critic=2"]], "
         "ebm": [DIGITS, POINTS], "ebm_2d": [POINTS],
         # diffusion: a short schedule and sampler (keys that act on samples show in test/sample_mmd)
         "ddpm": [[*DIGITS, *DIFFUSION]], "cddpm": [[*DIGITS, *DIFFUSION]],
-        "ddpm_2d": [[*POINTS, "model.schedule.steps=100", "model.sampler.steps=10", "model.bound_samples=4"]]}
+        "ddpm_2d": [[*POINTS, "model.schedule.steps=100", "model.sampler.steps=10", "model.bound_samples=4"]],
+        # gmm: the EM fit's keys act with fit=em (the default), the start's keys with fit=gradient.
+        "gmm": [DIGITS, [*DIGITS, "model.density.fit=gradient"]]}
 # Values to try where "another value" is not obvious from the type (the first that differs).
 ALTERNATIVES = {"loss": ["least-squares", "hinge"], "likelihood": ["gaussian"], "covariance": ["diag"],
                 "mask": ["checkerboard"], "monitor": ["val/other"], "monitor_mode": ["max"], "norm": ["layer"],
@@ -45,7 +47,9 @@ ALTERNATIVES = {"loss": ["least-squares", "hinge"], "likelihood": ["gaussian"], 
                 # ebm: a coarse grid (a finer one moves log Z by less than float precision).
                 "grid_size": [16],
                 # A few training steps: the average's decay is still warming up, (1 + n) / (10 + n).
-                "ema_decay": [0.1]}
+                "ema_decay": [0.1],
+                # gmm's EM: a fit that stops sooner (the default runs more than 2 iterations on digits).
+                "fit": ["gradient", "em"], "tol": [1.0], "max_iter": [2], "reg_covar": [1e-2]}
 
 
 def alternative(key: str, value):

@@ -19,13 +19,15 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
+from genexp.data.image_tensor import IndexedTensors, batch_as_is
 from genexp.errors import ConfigError
 
 Curve = Callable[[Tensor], Tensor]  # u in [0, 1], shape (M,) -> points (M, 2)
 QUADRATURE_NODES = 512  # per curve: nodes at most 0.06 apart along every curve, noise sigma >= 0.1
 CHUNK = 512  # points per block of the quadrature (memory: CHUNK x nodes)
+REMEMBERED_BATCHES = 256  # batches whose log p_data a data module keeps (the val and test splits' are fewer)
 
 
 @dataclass(frozen=True)
@@ -164,12 +166,14 @@ class Toy2DDataModule(L.LightningDataModule):
         self.num_classes = None
         self.value_range = None  # unbounded real values
         self.distribution = DISTRIBUTIONS[name]
-        self.log_prob = self.distribution.log_prob
+        # log p_data(x), or None where it is unknown.
+        self.log_prob = self._remembered_log_prob if self.distribution.log_prob is not None else None
+        self._log_probs: dict[tuple, Tensor] = {}
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.splits: dict[str, TensorDataset] = {}
+        self.splits: dict[str, IndexedTensors] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -178,11 +182,13 @@ class Toy2DDataModule(L.LightningDataModule):
         for (split, n), stream in zip(self.sizes.items(), streams):
             generator = torch.Generator().manual_seed(int(stream.generate_state(1)[0]))
             points = self.distribution.sample(n, generator).float()
-            self.splits[split] = TensorDataset(points, torch.zeros(n, dtype=torch.long))
+            # Read a batch at a time: per-point reads and stacking would cost more than a small flow's step.
+            self.splits[split] = IndexedTensors(points, torch.zeros(n, dtype=torch.long))
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=split == "train",
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          collate_fn=batch_as_is, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -192,6 +198,16 @@ class Toy2DDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def _remembered_log_prob(self, x: Tensor) -> Tensor:
+        """log p_data(x), remembered for the last batches asked for: validation asks for the same points
+        every epoch (for the oracle NLL), and the quadrature costs more than a small flow's forward pass."""
+        key = (x.dtype, x.device, tuple(x.shape), x.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        if key not in self._log_probs:
+            if len(self._log_probs) >= REMEMBERED_BATCHES:
+                self._log_probs.clear()
+            self._log_probs[key] = self.distribution.log_prob(x)
+        return self._log_probs[key]
 
     def example_batch(self, split: str, n: int) -> tuple[Tensor, Tensor]:
         """The first n points of a split (the same points every call)."""

@@ -43,7 +43,7 @@ class Diffusion(GenerativeModule):
     # Checked by genexp.validate before torch is imported (the rule language is described there).
     config_rules = {"min_snr_gamma": "number > 0", "label_dropout": "number in [0, 1)", "guidance_scale": "number >= 0",
                     "ema_decay": "number in [0, 1)", "preview_steps": "int >= 1", "bound_samples": "int >= 1",
-                    "loss_buckets": "int >= 1", "eval_examples": "int >= 2", "sampler.steps": "int >= 1",
+                    "loss_buckets": "int >= 1", "eval_examples": "int >= 2", "val_examples": "int >= 2", "sampler.steps": "int >= 1",
                     "sampler.eta": "number >= 0", "clip_denoised": "bool", "conditional": "bool"}
 
     def __init__(self, shape: list[int], value_range: list[float] | None, denoiser: dict[str, Any],
@@ -51,7 +51,7 @@ class Diffusion(GenerativeModule):
                  sampler: dict[str, Any] | None = None, preview_steps: int = 10, clip_denoised: bool = True,
                  conditional: bool = False, num_classes: int | None = None, label_dropout: float = 0.0,
                  guidance_scale: float = 1.0, ema_decay: float | None = 0.999, bound_samples: int = 16,
-                 loss_buckets: int = 4, eval_examples: int = 1000, **base) -> None:
+                 loss_buckets: int = 4, eval_examples: int = 1000, val_examples: int = 128, **base) -> None:
         super().__init__(**base)
         self.shape = tuple(int(s) for s in shape)
         self.is_image = len(self.shape) == 3
@@ -94,7 +94,9 @@ class Diffusion(GenerativeModule):
         self.schedule.sampling_times(preview_steps, "model.preview_steps")
         self.denoiser = build_net(denoiser, shape=self.shape, num_classes=self.num_classes)
         self.denoiser_ema = EMA(self.denoiser, ema_decay) if ema_decay is not None else None
-        self.sample_mmd = nn.ModuleDict({stage: PixelMMD(eval_examples) for stage in ("val", "test")})
+        # Validation's samples come from the preview sampler every epoch: fewer of them keep the
+        # epoch's time for training (val_examples), the test compares eval_examples.
+        self.sample_mmd = nn.ModuleDict({"val": PixelMMD(val_examples), "test": PixelMMD(eval_examples)})
 
     # --- data space <-> the space the model diffuses in ------------------------------------
     def to_model_space(self, x: Tensor) -> Tensor:
@@ -224,10 +226,11 @@ class Diffusion(GenerativeModule):
             metrics |= self.bound_metrics(x, labels, generator)
         self.log_evaluation(stage, metrics, len(x))
         mmd = self.sample_mmd[stage]
-        if mmd.room() > 0:  # samples cost a network call per step: no more than the metric keeps
+        n = min(mmd.room(), len(x))
+        if n > 0:  # samples cost a network call per step: no more than the metric keeps
             draw = self.preview if stage == "val" else self.sample
-            fake = draw(len(x), labels, generator=torch.Generator().manual_seed(batch_idx))
-            mmd.update(self.mmd_space(data), self.mmd_space(fake))
+            fake = draw(n, None if labels is None else labels[:n], generator=torch.Generator().manual_seed(batch_idx))
+            mmd.update(self.mmd_space(data[:n]), self.mmd_space(fake))
         self.log(f"{stage}/sample_mmd", mmd, on_step=False, on_epoch=True)
 
     def mmd_space(self, x: Tensor) -> Tensor:

@@ -46,6 +46,10 @@ class MaximumLikelihood(GenerativeModule):
         self.logit_alpha = logit_alpha
         self.density = build_net(density, shape=self.shape)
         self.dims = math.prod(self.shape)
+        # A density fitted to all the training data at once (a mixture's EM, at setup) takes no gradient
+        # steps: Lightning's loop then has nothing to optimise and stops after one validation (training_step).
+        self.automatic_optimization = getattr(self.density, "fitted_by_gradients", True)
+        self.fit_nll: float | None = None  # that fit's NLL on the training split
 
     # --- data space <-> the space the density models ------------------------------------
     def dequantize(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,10 +92,17 @@ class MaximumLikelihood(GenerativeModule):
 
     # --- fitting --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        # Densities that start from the data (a mixture's EM fit) see a sample of the training set.
-        # Before any checkpoint is restored, so a resumed run keeps its trained weights.
+        # Densities that start from the data (a mixture's EM fit) see a sample of the training set;
+        # those fitted without gradients, all of it. Before any checkpoint is restored, so a resumed
+        # run keeps its trained weights.
         datamodule = self.trainer.datamodule
-        if stage == "fit" and hasattr(self.density, "initialize") and hasattr(datamodule, "example_batch"):
+        if stage != "fit" or not hasattr(datamodule, "example_batch"):
+            return
+        if not self.automatic_optimization:
+            x = datamodule.example_batch("train", len(datamodule.train_dataloader().dataset))[0].to(self.device)
+            y, log_jacobian = self.dequantize(x) if self.is_image else (x, torch.zeros(()))
+            self.fit_nll = -(self.density.fit_data(y) + float(log_jacobian.mean()))
+        elif hasattr(self.density, "initialize"):
             x = datamodule.example_batch("train", self.density.init_samples)[0].to(self.device)
             self.density.initialize(self.dequantize(x)[0] if self.is_image and not self.density.discrete else x)
 
@@ -105,8 +116,16 @@ class MaximumLikelihood(GenerativeModule):
             metrics["bits_per_dim"] = nll / (self.dims * math.log(2))
         return metrics
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
         x = batch[0]
+        if not self.automatic_optimization:
+            # Fitted at setup: no step to take. Report the fit's NLL on the training split and stop after
+            # this epoch's validation, which still runs with its checkpoint and views.
+            self.trainer.should_stop = True
+            if self.fit_nll is not None:
+                nll = torch.tensor(self.fit_nll, device=self.device)
+                self.log_train({f"train/{name}": value for name, value in self.nll_metrics(nll).items()}, len(x))
+            return None
         nll = self.nll(x)
         self.log_train({f"train/{name}": value for name, value in self.nll_metrics(nll).items()}, len(x))
         return nll
