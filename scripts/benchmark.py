@@ -42,7 +42,7 @@ odd Trainer epochs and after even ones); the median is reported. Each Trainer ep
 from its start to its end, before the other callbacks' end-of-epoch work (image grids): their
 per-step work is inside the timing.
 
-    python scripts/benchmark.py --quick --out outputs/benchmarks/quick.json   # about 1 min on 2 CPU cores
+    python scripts/benchmark.py --quick --out outputs/benchmarks/quick.json   # every figure, small sizes: a few minutes
     python scripts/benchmark.py --out outputs/benchmarks/full.json            # the configs' networks, FID on 10,000
     python scripts/benchmark.py --scaling --out outputs/benchmarks/scaling.json   # batch, data, FID, DDP scaling
     python scripts/benchmark.py --device-check [--dry-run] --out X.json       # scripts/device_check.sh
@@ -747,7 +747,7 @@ def write_results(out: Path, results: dict, table: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="narrower DCGAN, fewer and shorter epochs: about 1 min on 2 CPU cores")
+    parser.add_argument("--quick", action="store_true", help="narrower DCGAN, fewer and shorter epochs, small whole runs and mixtures: a few minutes")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks" / "benchmark.json")
     parser.add_argument("--only", nargs="+", metavar="FIGURE", help="measure these figures only (names as in the table)")
     parser.add_argument("--scaling", action="store_true", help="the scaling tables instead of the figures (with "

@@ -29,7 +29,8 @@ DATA = {"dcgan": [GAN_DIGITS], "wgan_gp": [[*GAN_DIGITS, "model.n_critic=2"]], "
         "ebm": [DIGITS, POINTS], "ebm_2d": [POINTS],
         # diffusion: a short schedule and sampler (keys that act on samples show in test/sample_mmd)
         "ddpm": [[*DIGITS, *DIFFUSION]], "cddpm": [[*DIGITS, *DIFFUSION]],
-        "ddpm_2d": [[*POINTS, "model.schedule.steps=100", "model.sampler.steps=10", "model.bound_samples=4"]],
+        "ddpm_2d": [[*POINTS, "model.schedule.steps=100", "model.sampler.steps=10", "model.bound_samples=4",
+                     "model.val_examples=8"]],
         # gmm: the EM fit's keys act with fit=em (the default), the start's keys with fit=gradient.
         "gmm": [DIGITS, [*DIGITS, "model.density.fit=gradient"]]}
 # Values to try where "another value" is not obvious from the type (the first that differs).
