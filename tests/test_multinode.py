@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
 from conftest import CONF, REPO, compose_config, run_cli
@@ -208,6 +209,9 @@ def test_the_slurm_launcher_asks_for_the_trainers_nodes_and_devices(tmp_path, mo
 def test_lightning_under_srun_sees_the_ranks_slurm_gives(tmp_path, monkeypatch):
     for name, value in SRUN_TASK_5.items():
         monkeypatch.setenv(name, value)
+    # Building the Trainer sets Lightning's process-wide rank (5 here): restored after the test, or
+    # every later run in this process would log as a non-zero rank (to no logger at all).
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     cfg = compose_config([*SLURM_OVERRIDES, "trainer.accelerator=cpu", "logger=none"], tmp_path)
     trainer = make_trainer(cfg)
     assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
