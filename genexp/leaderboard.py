@@ -25,7 +25,6 @@ import csv
 import json
 import math
 import os
-import platform
 import queue
 import statistics
 import subprocess
@@ -195,10 +194,9 @@ def commit() -> str:
 
 
 def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    from genexp.report import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def provenance(jobs: list[Job], table: str, args: argparse.Namespace, wall_s: float) -> list[str]:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +26,11 @@ def write_metrics(path: Path, payload: dict[str, Any]) -> None:
     payload = {k: ({mk: clean(mv) for mk, mv in v.items()} if isinstance(v, dict) else clean(v))
                for k, v in payload.items()}
     write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what the platform module knows: for provenance."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return names[0] if names else platform.processor() or platform.machine()

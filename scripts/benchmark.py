@@ -54,7 +54,6 @@ import copy
 import ctypes
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -94,6 +93,7 @@ from genexp.config_dir import config_dir  # noqa: E402
 from genexp.metrics.features import ClassifierFeatures  # noqa: E402
 from genexp.metrics.sample_quality import draw_images, evaluate_samples  # noqa: E402
 from genexp.models.gan import discriminator_loss, generator_loss  # noqa: E402
+from genexp.report import cpu_name  # noqa: E402
 from genexp.train import instantiate_data_and_model, make_trainer  # noqa: E402
 
 SETTINGS = {  # quick: narrower DCGAN, fewer and shorter epochs; full: the configs' own networks
@@ -680,14 +680,6 @@ def scaling_markdown(results: dict) -> str:
                  f"| trainer=ddp trainer.devices=2 | 2 | {ddp['processes_2']['samples_per_s']:.4g} | "
                  f"{ddp['efficiency']:.3f} |"]
     return "\n".join(rows) + "\n"
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what the platform module knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def heading(results: dict) -> str:
