@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config
+from genexp.data.toy2d import Pinwheel
 from genexp.errors import ConfigError
 from genexp.train import run
 from genexp.validate import validate_config
@@ -120,7 +121,9 @@ def test_gmm_run_reports_the_oracle_gap_and_draws_density_views(tmp_path):
     assert "val/nll_gap" in events.Tags()["scalars"]
 
 
-def test_data_without_a_density_is_shown_as_a_histogram(tmp_path):
+def test_data_without_a_density_is_shown_as_a_histogram(tmp_path, monkeypatch):
+    # A distribution whose density is unknown (as a user's own points may be).
+    monkeypatch.setattr(Pinwheel, "log_prob", None)
     run_dir, metrics = run_config(tmp_path, ["model=gaussian", "data=pinwheel", "data.n_train=1000", "logger=none",
                                              "trainer.max_epochs=1", "callbacks.density_2d.grid_size=16"])
     assert "test/oracle_nll" not in metrics and math.isfinite(metrics["test/nll"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from genexp import leaderboard
+from genexp.data.toy2d import DISTRIBUTIONS
 from genexp.leaderboard import DENSITY_MODELS, IMAGE_MODELS, QUICK_TOY_SETS, TOY_SETS, Job
 
 
@@ -34,6 +35,11 @@ def test_the_plan_has_every_model_on_its_data_for_every_seed(tmp_path):
         assert f"+trainer.max_time={budget}" in job.train and "trainer.max_epochs=-1" in job.train
         assert f"seed={job.seed}" in job.train and f"model={job.model}" in job.train
     assert len({j.run_dir for j in jobs}) == len(jobs)  # one directory per run
+
+
+def test_every_toy_set_has_the_density_its_gap_needs():
+    assert all(DISTRIBUTIONS[name].log_prob is not None for name in TOY_SETS)
+    assert set(TOY_SETS) == set(DISTRIBUTIONS) and set(QUICK_TOY_SETS) < set(TOY_SETS)
 
 
 def test_a_missing_or_nan_figure_stops_the_leaderboard(tmp_path):
